@@ -1,0 +1,17 @@
+"""The SAM 2 / SAM 2.1 network in plain PyTorch."""
+
+from .build import build_sam2, describe_state_dict, load_checkpoint
+from .config import MODEL_NAMES, SAM2Config
+from .sam2 import NO_OBJ_SCORE, HeadOutput, ImageFeatures, SAM2Model
+
+__all__ = [
+    "MODEL_NAMES",
+    "NO_OBJ_SCORE",
+    "HeadOutput",
+    "ImageFeatures",
+    "SAM2Config",
+    "SAM2Model",
+    "build_sam2",
+    "describe_state_dict",
+    "load_checkpoint",
+]

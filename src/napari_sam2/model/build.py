@@ -1,0 +1,153 @@
+"""`build_sam2`: a SAM 2 network from a name or config, with official weights loaded strictly,
+and the checks that say which model a state dict belongs to."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .config import MODEL_NAMES, SAM2Config
+from .sam2 import SAM2Model
+
+_TRUNK_BY_POS_EMBED = {(96, 7): ("tiny", "small"), (112, 14): ("base_plus",), (144, 7): ("large",)}
+_BLOCKS = {"tiny": 12, "small": 16, "base_plus": 24, "large": 48}
+
+
+def build_sam2(
+    name_or_config: str | SAM2Config,
+    checkpoint: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
+) -> SAM2Model:
+    """Build a SAM 2 network in eval mode.
+
+    name_or_config: one of `MODEL_NAMES` or a `SAM2Config`.
+    checkpoint: path to an official `.pt` file (a dict with key "model") or a state dict.
+        With a name and no checkpoint the official weights come from the weights store
+        (downloaded once); with a config and no checkpoint the weights are random.
+    device: where the model lives; must be available.
+    """
+    device = _check_device(device)
+    if isinstance(name_or_config, SAM2Config):
+        config = name_or_config
+    elif isinstance(name_or_config, str):
+        config = SAM2Config.from_name(name_or_config)
+        if checkpoint is None:
+            from napari_sam2.weights import ensure_checkpoint
+
+            checkpoint = ensure_checkpoint(name_or_config, progress=None)
+    else:
+        raise TypeError(
+            f"name_or_config must be a model name or a SAM2Config, not {type(name_or_config)}"
+        )
+    model = SAM2Model(config)
+    if checkpoint is not None:
+        state = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+        check_state_dict(state, model, config)
+        model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} requested, but CUDA is not available here; use 'cpu'"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {device!r} requested, but only {torch.cuda.device_count()} CUDA devices exist"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {device!r} requested, but MPS is not available here; use 'cpu'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}; use 'cpu', 'cuda' or 'mps'")
+    return dev
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of an official checkpoint file (`{"model": state_dict}`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another file "
+            f"type): {err}. Delete it and download it again."
+        ) from None
+    if not isinstance(obj, Mapping) or "model" not in obj:
+        keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
+        raise ValueError(
+            f"{path} is not an official SAM 2 checkpoint: expected a dict with key 'model', "
+            f"found {keys}"
+        )
+    state = obj["model"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: 'model' entry is not a state dict")
+    return dict(state)
+
+
+def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
+    """What an (official) state dict looks like: model size and SAM version."""
+    pos = state.get("image_encoder.trunk.pos_embed")
+    if pos is None or getattr(pos, "ndim", 0) != 4:
+        return "a state dict without image_encoder.trunk.pos_embed (not a SAM 2 model)"
+    blocks = {
+        int(m.group(1))
+        for k in state
+        if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k)) is not None
+    }
+    n_blocks = len(blocks)
+    version = "2.1" if "no_obj_embed_spatial" in state else "2.0"
+    sizes = _TRUNK_BY_POS_EMBED.get((int(pos.shape[1]), int(pos.shape[2])), ())
+    size = next((s for s in sizes if _BLOCKS[s] == n_blocks), None)
+    if size is None:
+        return (
+            f"an unknown SAM {version} model (trunk pos_embed {tuple(pos.shape)}, "
+            f"{n_blocks} trunk blocks)"
+        )
+    prefix = "sam2.1" if version == "2.1" else "sam2"
+    return f"{prefix}_hiera_{size} (SAM {version})"
+
+
+def check_state_dict(
+    state: Mapping[str, torch.Tensor], model: SAM2Model, config: SAM2Config
+) -> None:
+    """Raise a ValueError saying what the state dict looks like if it does not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        k
+        for k in expected
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or wrong):
+        return
+    want = config.name if config.name in MODEL_NAMES else f"the configuration {config.name!r}"
+    got = describe_state_dict(state)
+    details = []
+    if missing:
+        details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        details.append(
+            f"{len(wrong)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} instead of "
+            f"{tuple(expected[k].shape)})"
+        )
+    raise ValueError(
+        f"this checkpoint looks like {got}, but {want} (SAM {config.sam_version}) was requested: "
+        f"{'; '.join(details)} entries. Pass the checkpoint that matches the model name."
+    )

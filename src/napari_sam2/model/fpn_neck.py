@@ -1,0 +1,51 @@
+"""FPN neck: lateral 1x1 convolutions to C, one top-down sum, scalp of the coarsest level."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SAM2Config
+from .position_encoding import sine_2d
+
+
+class _Lateral(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class FpnNeck(nn.Module):
+    """`convs.j` serves `channel_list[j]` (coarsest first), the reverse of the trunk order."""
+
+    def __init__(self, config: SAM2Config) -> None:
+        super().__init__()
+        self.d_model = config.hidden_dim
+        self.convs = nn.ModuleList(_Lateral(c, config.hidden_dim) for c in config.channel_list)
+        self.top_down_levels = tuple(config.fpn_top_down_levels)
+        self.scalp = config.scalp
+
+    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Trunk levels (finest first) -> kept levels and their sine PE (finest first)."""
+        n = len(xs) - 1
+        outs: list[torch.Tensor] = [xs[0]] * len(xs)
+        prev = None
+        for i in range(n, -1, -1):
+            lateral = self.convs[n - i](xs[i])
+            if i in self.top_down_levels and prev is not None:
+                prev = lateral + F.interpolate(prev, scale_factor=2.0, mode="nearest")
+            else:
+                prev = lateral
+            outs[i] = prev
+        outs = outs[: len(outs) - self.scalp] if self.scalp > 0 else outs
+        pos = [
+            sine_2d(self.d_model, o.shape[-2], o.shape[-1], dtype=o.dtype, device=o.device)
+            .unsqueeze(0)
+            .expand(o.shape[0], -1, -1, -1)
+            for o in outs
+        ]
+        return outs, pos

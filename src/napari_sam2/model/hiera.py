@@ -1,0 +1,164 @@
+"""Hiera trunk: a hierarchical ViT with windowed attention and query pooling.
+
+Tokens are kept channels-last, (B, H, W, C), throughout; windows are cut by reshapes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import MLP
+from .config import BlockSpec, SAM2Config
+
+
+def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nWin, window, window, C), zero-padding bottom/right."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+
+
+def _window_unpartition(
+    x: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of `_window_partition`, cropping the padding."""
+    hp, wp = padded
+    h, w = size
+    b = x.shape[0] // ((hp // window) * (wp // window))
+    x = x.view(b, hp // window, wp // window, window, window, -1)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :]
+
+
+def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool (floor) of a channels-last map (B, H, W, C), by reshapes (no copies)."""
+    b, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2]
+    return x.unflatten(1, (h // 2, 2)).unflatten(3, (w // 2, 2)).amax(dim=(2, 4))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, out_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, out_dim, kernel_size=7, stride=4, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)  # (B, S/4, S/4, C0)
+
+
+class MultiScaleAttention(nn.Module):
+    def __init__(self, dim: int, dim_out: int, heads: int, q_pool: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q_pool = q_pool
+        self.qkv = nn.Linear(dim, dim_out * 3)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape  # b = batch * windows
+        qkv = self.qkv(x).reshape(b, h, w, 3, self.heads, -1)
+        q, k, v = (t.flatten(1, 2) for t in qkv.unbind(3))  # (b, hw, heads, d)
+        if self.q_pool:
+            q = _max_pool_2x2(qkv[:, :, :, 0].flatten(3))
+            h, w = q.shape[1:3]
+            q = q.reshape(b, h * w, self.heads, -1)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
+        out = out.transpose(1, 2).reshape(b, h, w, -1)
+        return self.proj(out)
+
+
+class MultiScaleBlock(nn.Module):
+    def __init__(self, spec: BlockSpec, mlp_ratio: float) -> None:
+        super().__init__()
+        self.spec = spec
+        self.norm1 = nn.LayerNorm(spec.dim, eps=1e-6)
+        self.attn = MultiScaleAttention(spec.dim, spec.dim_out, spec.heads, spec.q_pool)
+        self.norm2 = nn.LayerNorm(spec.dim_out, eps=1e-6)
+        self.mlp = MLP(
+            spec.dim_out, int(spec.dim_out * mlp_ratio), spec.dim_out, 2, activation=nn.GELU
+        )
+        if spec.dim != spec.dim_out:
+            self.proj = nn.Linear(spec.dim, spec.dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.norm1(x)
+        shortcut = x
+        if self.spec.dim != self.spec.dim_out:
+            # the widening shortcut is taken from the *normalized* input
+            shortcut = self.proj(a)
+            if self.spec.q_pool:
+                shortcut = _max_pool_2x2(shortcut)
+        window = self.spec.window_size
+        if window > 0:
+            h, w = a.shape[1:3]
+            a, _ = _window_partition(a, window)
+        a = self.attn(a)
+        if window > 0:
+            if self.spec.q_pool:
+                window //= 2
+            h, w = shortcut.shape[1:3]
+            padded = (h + (-h) % window, w + (-w) % window)
+            a = _window_unpartition(a, window, padded, (h, w))
+        x = shortcut + a
+        return x + self.mlp(self.norm2(x))
+
+
+class Hiera(nn.Module):
+    """Returns the last state of each stage, channels-first, finest first."""
+
+    def __init__(self, config: SAM2Config) -> None:
+        super().__init__()
+        c0 = config.embed_dim
+        w0 = config.window_spec[0]
+        self.patch_embed = PatchEmbed(c0)
+        self.pos_embed = nn.Parameter(torch.zeros(1, c0, *config.window_pos_embed_bkg_spatial_size))
+        self.pos_embed_window = nn.Parameter(torch.zeros(1, c0, w0, w0))
+        self.blocks = nn.ModuleList(MultiScaleBlock(s, config.mlp_ratio) for s in config.blocks)
+        self.stage_ends = config.stage_ends
+        self._pos_cache: tuple | None = None
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """Background embedding resized to the grid plus the tiled window embedding; cached
+        per grid while no gradient is needed (it depends on the weights only)."""
+        key = (
+            h,
+            w,
+            self.pos_embed.dtype,
+            self.pos_embed.device,
+            self.pos_embed._version,
+            self.pos_embed_window._version,
+            self.pos_embed.data_ptr(),
+            self.pos_embed_window.data_ptr(),
+        )
+        if torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            return self._compute_pos_embed(h, w)
+        if self._pos_cache is None or self._pos_cache[0] != key:
+            self._pos_cache = (key, self._compute_pos_embed(h, w))
+        return self._pos_cache[1]
+
+    def _compute_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
+        win = self.pos_embed_window
+        wh, ww = win.shape[-2:]
+        if h % wh or w % ww:
+            raise ValueError(f"token grid {h}x{w} is not a multiple of the window {wh}x{ww}")
+        pos = pos + win.tile(1, 1, h // wh, w // ww)
+        return pos.permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_embed(x)
+        x = x + self._pos_embed(*x.shape[1:3])
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.stage_ends:
+                outs.append(x.permute(0, 3, 1, 2))
+        return outs

@@ -1,0 +1,56 @@
+"""Fixtures shared by all test packages.
+
+The reference fixtures and the real data live in ``../shared`` beside the repository (a user's
+clone has no such folder): tests that need them skip with a clear reason where it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"{SHARED_DIR} is absent: reference fixtures and data are not in this checkout")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir: Path) -> Path:
+    return shared_dir / "reference"
+
+
+@pytest.fixture(scope="session")
+def mini_dir(reference_dir: Path) -> Path:
+    return reference_dir / "mini"
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def mini_config(mini_dir: Path):
+    from napari_sam2.model import SAM2Config
+
+    return SAM2Config.from_dict(json.loads((mini_dir / "config.json").read_text())["values"])
+
+
+@pytest.fixture(scope="session")
+def mini_checkpoint(mini_dir: Path) -> Path:
+    return mini_dir / "weights.pt"
+
+
+@pytest.fixture(scope="session")
+def mini_model(mini_config, mini_checkpoint):
+    """The mini SAM 2.1 model in float32 with the fixture weights (shared: do not modify)."""
+    from napari_sam2.model import build_sam2
+
+    return build_sam2(mini_config, checkpoint=mini_checkpoint)
