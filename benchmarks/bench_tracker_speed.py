@@ -1,0 +1,126 @@
+"""Seconds per frame of the tracker on CPU, split into image encoder, memory attention and rest.
+
+sam2.1_hiera_tiny with random weights (no download), 20 smooth synthetic 512 x 512 uint8 frames,
+one object prompted by a click on frame 0, then one forward propagation over all frames.
+
+    /work/venv/bin/python benchmarks/bench_tracker_speed.py [--frames 20] [--threads 2]
+
+The timings of the model steps are taken by wrapping the model's methods; "rest" is the
+propagation time not spent in them (memory-bank assembly, result resizing, bookkeeping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from napari_sam2.model import SAM2Config, build_sam2
+from napari_sam2.tracking import Tracker
+
+STEPS = {
+    "encode_image": "image encoder",
+    "attend_to_memory": "memory attention",
+    "predict_masks": "mask decoder",
+    "encode_memory": "memory encoder",
+}
+
+
+def synthetic_frames(n: int, size: int) -> np.ndarray:
+    """A bright blob drifting over a smooth textured background, uint8 (n, size, size)."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    frames = []
+    for t in range(n):
+        cy, cx = 0.4 + 0.01 * t, 0.35 + 0.012 * t
+        blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 0.01)
+        texture = 0.25 * np.sin(12 * x + t * 0.1) * np.cos(9 * y)
+        frames.append(np.clip(60 + 150 * blob + 40 * texture, 0, 255))
+    return np.stack(frames).astype(np.uint8)
+
+
+def instrument(model: torch.nn.Module, totals: dict[str, float], cpu: dict[str, float]) -> None:
+    """Accumulate wall and process CPU time of the model's per-step methods."""
+    for name in STEPS:
+        original = getattr(model, name)
+
+        def timed(*args, _original=original, _name=name, **kwargs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = _original(*args, **kwargs)
+            totals[_name] += time.perf_counter() - t0
+            cpu[_name] += time.process_time() - c0
+            return out
+
+        setattr(model, name, timed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sam2.1_hiera_tiny")
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    model = build_sam2(SAM2Config.from_name(args.model)).eval()
+    frames = synthetic_frames(args.frames, args.size)
+    tracker = Tracker(model, frames)
+    totals: dict[str, float] = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)
+    instrument(model, totals, cpu)
+
+    c = args.size / 2
+    t0 = time.perf_counter()
+    tracker.add_points(0, 1, [(c, c)], [1])
+    prompt_s = time.perf_counter() - t0
+    prompt_parts = {k: round(v, 2) for k, v in totals.items()}
+    totals.clear()
+    cpu.clear()
+    load_before = os.getloadavg()[0]
+
+    per_frame = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    last = t0
+    for _ in tracker.propagate():
+        now = time.perf_counter()
+        per_frame.append(now - last)
+        last = now
+    total = time.perf_counter() - t0
+    total_cpu = time.process_time() - c0
+    tracked = args.frames - 1  # frame 0 is the prompted (conditioning) frame, reused
+
+    print(
+        f"# {args.model}, {args.frames} frames of {args.size}x{args.size}, "
+        f"torch {torch.__version__}, {args.threads} threads, "
+        f"load average before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}"
+    )
+    print(f"prompt on frame 0 (encoder + decoder): {prompt_s:.2f} s {prompt_parts}")
+    print()
+    print("| step | wall s / tracked frame | share | process CPU s / tracked frame |")
+    print("|---|---|---|---|")
+    accounted = accounted_cpu = 0.0
+    for name, label in STEPS.items():
+        accounted += totals[name]
+        accounted_cpu += cpu[name]
+        print(
+            f"| {label} | {totals[name] / tracked:.3f} | {totals[name] / total:.0%} "
+            f"| {cpu[name] / tracked:.3f} |"
+        )
+    rest, rest_cpu = total - accounted, total_cpu - accounted_cpu
+    print(
+        f"| rest (memory bank, bookkeeping, resizing) | {rest / tracked:.3f} | "
+        f"{rest / total:.0%} | {rest_cpu / tracked:.3f} |"
+    )
+    print(f"| **total** | **{total / tracked:.3f}** | 100% | {total_cpu / tracked:.3f} |")
+    steady = per_frame[8:]
+    if steady:
+        print(f"\nsteady state (frames 8+, full memory bank): {np.mean(steady):.3f} s / frame")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Open TIFF stacks with their axes and voxel size (npe2 reader contribution).
+
+The axes come from the file (ImageJ hyperstacks, OME-TIFF, tifffile's shaped JSON), so a
+time-lapse opens as (t, y, x) and a volume as (z, y, x) with the voxel size as ``scale``.
+Decisions:
+
+- the time axis keeps scale 1, so that world coordinates along t are frame indices; the frame
+  interval is kept in ``metadata["frame_interval"]``;
+- an integer image becomes a Labels layer when the file says so (written by this plugin's
+  writer) or when its name says so (``*labels*``, ``*mask*``, ``*seg*``, ``*annotation*``);
+- channels (a ``C`` axis) open as one layer per channel; RGB samples open as an RGB image;
+- x / y pixel sizes from plain TIFF resolution tags are used only in centimetres
+  (what microscopes write); inch resolution is print DPI, not a physical size.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+LABELS_MARK = "napari-sam2 labels"  # written by _writer into ImageJ / OME metadata
+_LABEL_WORDS = {"label", "labels", "mask", "masks", "seg", "segmentation", "annotation"}
+
+# TIFF axis letter -> napari axis label
+AXIS_NAMES = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "s"}
+_GENERIC = "i"  # tifffile's I / Q / other: a stack axis the file does not name
+
+# unit spellings found in ImageJ / OME files -> pint unit names napari understands
+_UNITS = {
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "um": "micrometer",
+    "µm": "micrometer",
+    "\u03bcm": "micrometer",
+    "\\u00b5m": "micrometer",
+    "micrometer": "micrometer",
+    "nm": "nanometer",
+    "nanometer": "nanometer",
+    "mm": "millimeter",
+    "millimeter": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+}
+
+LayerData = tuple[Any, dict, str]
+
+
+def napari_get_reader(path: str | list[str]):
+    """Return :func:`read_tiff` for a single ``.tif`` / ``.tiff`` path, else None."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not str(path).lower().endswith((".tif", ".tiff")):
+        return None
+    return read_tiff
+
+
+def read_tiff(path: str | list[str]) -> list[LayerData]:
+    """Read a TIFF stack into napari layer data with axis labels, scale and units."""
+    if isinstance(path, list):
+        path = path[0]
+    path = Path(path)
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        data = series.asarray()
+        axes = _normalise_axes(series.axes, data.ndim)
+        sizes, unit, frame_interval = _physical_sizes(tif)
+        labels_marked = _marked_as_labels(tif)
+        rgb = (
+            "S" in axes and data.shape[axes.index("S")] in (3, 4) and tif.pages[0].photometric == 2
+        )
+
+    if rgb and not axes.endswith("S"):  # planar RGB: napari wants the samples last
+        data = np.moveaxis(data, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
+
+    if not rgb:
+        axes = axes.replace("S", "C")  # samples that are not RGB are channels
+    is_labels = np.issubdtype(data.dtype, np.integer) and (
+        labels_marked or _named_like_labels(path)
+    )
+    spatial_axes = axes[:-1] if rgb else axes
+    scale = tuple(sizes.get(letter, 1.0) for letter in spatial_axes)
+    metadata = {"axes": spatial_axes, "source": str(path)}
+    if frame_interval is not None:
+        metadata["frame_interval"] = frame_interval
+    kwargs: dict[str, Any] = {
+        "name": path.stem,
+        "scale": scale,
+        "axis_labels": tuple(AXIS_NAMES.get(a, _GENERIC) for a in spatial_axes),
+        "metadata": metadata,
+    }
+    if unit is not None:
+        kwargs["units"] = tuple(unit if a in "ZYX" else "pixel" for a in spatial_axes)
+
+    if is_labels:
+        return [(data, kwargs, "labels")]
+    if rgb:
+        return [(data, {**kwargs, "rgb": True}, "image")]
+    if "C" in axes and data.shape[axes.index("C")] > 1:
+        return _split_channels(data, axes, kwargs)
+    return [(data, kwargs, "image")]
+
+
+def _split_channels(data: np.ndarray, axes: str, kwargs: dict) -> list[LayerData]:
+    """One image layer per channel, each with the other axes' labels and scale."""
+    c = axes.index("C")
+    keep = [i for i in range(len(axes)) if i != c]
+    layers = []
+    for index in range(data.shape[c]):
+        layer_kwargs = {
+            **kwargs,
+            "name": f"{kwargs['name']} [c{index}]",
+            "scale": tuple(kwargs["scale"][i] for i in keep),
+            "axis_labels": tuple(kwargs["axis_labels"][i] for i in keep),
+            "metadata": {**kwargs["metadata"], "axes": axes.replace("C", ""), "channel": index},
+            "blending": "additive",
+        }
+        if "units" in kwargs:
+            layer_kwargs["units"] = tuple(kwargs["units"][i] for i in keep)
+        layers.append((np.take(data, index, axis=c), layer_kwargs, "image"))
+    return layers
+
+
+def _normalise_axes(axes: str, ndim: int) -> str:
+    """Upper-case TIFF axes, one letter per dimension; unnamed stack axes become ``I``."""
+    axes = axes.upper()
+    if len(axes) != ndim:
+        axes = "I" * (ndim - 2) + "YX"
+    return "".join(a if a in "TZCYXS" else "I" for a in axes)
+
+
+def _physical_sizes(tif: tifffile.TiffFile) -> tuple[dict[str, float], str | None, float | None]:
+    """Pixel sizes per axis letter, their unit and the frame interval, from the metadata."""
+    if tif.is_ome:
+        return _ome_sizes(tif.ome_metadata)
+    sizes: dict[str, float] = {}
+    unit = None
+    interval = None
+    page = tif.pages[0]
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        sizes.update(_resolution_sizes(page, scale_to_um=None))
+        if meta.get("spacing"):
+            sizes["Z"] = float(meta["spacing"])
+        unit = _unit(meta.get("unit"))
+        if meta.get("finterval"):
+            interval = float(meta["finterval"])
+        return sizes, unit, interval
+    if tif.is_shaped and tif.shaped_metadata:
+        shaped = tif.shaped_metadata[0]
+        spacing = shaped.get("spacing_xyz_mm") or shaped.get("spacing_xyz")
+        if spacing is not None and len(spacing) == 3:
+            sizes.update(X=float(spacing[0]), Y=float(spacing[1]), Z=float(spacing[2]))
+            unit = "millimeter" if "spacing_xyz_mm" in shaped else None
+            return sizes, unit, interval
+    if page.tags.get("ResolutionUnit") is not None and page.tags["ResolutionUnit"].value == 3:
+        sizes.update(_resolution_sizes(page, scale_to_um=1e4))  # pixels per cm -> um
+        unit = "micrometer" if sizes else None
+    return sizes, unit, interval
+
+
+def _resolution_sizes(page, scale_to_um: float | None) -> dict[str, float]:
+    sizes = {}
+    for letter, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        value = page.tags.get(tag)
+        if value is None:
+            continue
+        numerator, denominator = value.value
+        if numerator > 0 and denominator > 0 and (numerator, denominator) != (1, 1):
+            size = denominator / numerator
+            sizes[letter] = size * scale_to_um if scale_to_um else size
+    return sizes
+
+
+def _ome_sizes(xml: str | None) -> tuple[dict[str, float], str | None, float | None]:
+    if not xml:
+        return {}, None, None
+    image = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
+    if isinstance(image, list):
+        image = image[0]
+    pixels = image.get("Pixels", {})
+    sizes = {}
+    for letter in "XYZ":
+        value = pixels.get(f"PhysicalSize{letter}")
+        if value:
+            sizes[letter] = float(value)
+    unit = _unit(pixels.get("PhysicalSizeXUnit", "µm")) if sizes else None
+    interval = pixels.get("TimeIncrement")
+    return sizes, unit, float(interval) if interval else None
+
+
+def _unit(name: Any) -> str | None:
+    if not name:
+        return None
+    return _UNITS.get(str(name).strip().lower())
+
+
+def _marked_as_labels(tif: tifffile.TiffFile) -> bool:
+    if tif.is_imagej:
+        return (tif.imagej_metadata or {}).get("napari_layer") == "labels"
+    if tif.is_ome and tif.ome_metadata:
+        return LABELS_MARK in tif.ome_metadata
+    if tif.is_shaped and tif.shaped_metadata:
+        return LABELS_MARK in json.dumps(tif.shaped_metadata[0])
+    return False
+
+
+def _named_like_labels(path: Path) -> bool:
+    name = path.name.lower().removesuffix(".tiff").removesuffix(".tif").removesuffix(".ome")
+    return bool(_LABEL_WORDS & set(re.split(r"[^a-z0-9]+", name)))

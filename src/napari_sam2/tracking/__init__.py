@@ -1,0 +1,10 @@
+"""The tracking engine: frames, prompts, the bounded memory bank, propagation and results.
+
+Headless (no napari, no Qt): :class:`Tracker` takes a :class:`napari_sam2.model.SAM2Model` and
+an array-like stack of frames; see ``docs/architecture.md`` and ``DESIGN.md``.
+"""
+
+from napari_sam2.tracking.frames import FrameSource, stack_view
+from napari_sam2.tracking.tracker import PLACEHOLDER_LOGIT, FrameResult, Tracker
+
+__all__ = ["Tracker", "FrameResult", "FrameSource", "stack_view", "PLACEHOLDER_LOGIT"]

@@ -1,0 +1,139 @@
+"""Contrast limits for any intensity type, chosen from a small sample of the stack.
+
+SAM 2 expects RGB values in [0, 1]. Microscopy and medical stacks come as uint16, signed
+integers (CT in Hounsfield units, MR) or floats with NaN padding, so a stack is mapped by
+``(x - lo) / (hi - lo)`` clipped to [0, 1], with ``(lo, hi)`` either given by the caller (for
+instance a napari layer's contrast limits) or taken from robust percentiles of a sample.
+The sample is a few evenly spaced frames read at a pixel stride, never the whole stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+DEFAULT_PERCENTILES = (0.5, 99.5)
+"""Lower and upper percentile used when no contrast limits are given."""
+
+SAMPLE_FRAMES = 8
+"""At most this many frames are read to choose contrast limits."""
+
+SAMPLE_PIXELS_PER_FRAME = 65536
+"""Frames are read at a stride that keeps about this many pixels per frame."""
+
+
+def dtype_range_limits(dtype: np.dtype) -> tuple[float, float] | None:
+    """Limits fixed by the dtype alone: uint8 -> (0, 255), bool -> (0, 1); None for others."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return (0.0, 255.0)
+    if dtype == np.bool_:
+        return (0.0, 1.0)
+    return None
+
+
+def sample_frame_indices(num_frames: int, max_frames: int = SAMPLE_FRAMES) -> list[int]:
+    """Evenly spaced frame indices (first and last included) for sampling intensities."""
+    if num_frames <= 0:
+        return []
+    count = min(num_frames, max(1, max_frames))
+    return sorted({int(round(v)) for v in np.linspace(0, num_frames - 1, count)})
+
+
+def _read_strided(frames: Any, index: int, max_pixels: int) -> np.ndarray:
+    """One frame of ``frames`` (T, H, W[, C]) read at a spatial stride (H and W strided)."""
+    shape = tuple(frames.shape)
+    height, width = shape[1], shape[2]
+    stride = max(1, int(np.ceil(np.sqrt(height * width / max(1, max_pixels)))))
+    try:
+        block = frames[index, ::stride, ::stride]
+    except (TypeError, IndexError, ValueError):
+        block = np.asarray(frames[index])[::stride, ::stride]
+    return np.asarray(block)
+
+
+def robust_contrast_limits(
+    frames: Any,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    *,
+    max_frames: int = SAMPLE_FRAMES,
+    max_pixels_per_frame: int = SAMPLE_PIXELS_PER_FRAME,
+    channels: Sequence[int] | None = None,
+) -> tuple[float, float]:
+    """Percentile contrast limits of a sample of ``frames`` (T, H, W) or (T, H, W, C).
+
+    NaN and inf are ignored. ``channels`` restricts the sample to those channels of the last
+    axis (only for 4-D stacks). A stack without any finite value gives (0, 1); a constant
+    stack gives ``(v, v)``, which :func:`scale_to_unit` maps to 0 without dividing by zero.
+    """
+    lo_p, hi_p = percentiles
+    if not (0.0 <= lo_p < hi_p <= 100.0):
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
+    shape = tuple(frames.shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"expected frames of shape (T, H, W) or (T, H, W, C), got shape {shape}")
+    values = []
+    for t in sample_frame_indices(shape[0], max_frames):
+        block = _read_strided(frames, t, max_pixels_per_frame)
+        if block.ndim == 3 and channels is not None:
+            block = block[..., list(channels)]
+        block = block.reshape(-1)
+        if block.dtype.kind == "c":
+            raise TypeError("complex-valued images are not supported; pass abs(x) or x.real")
+        if block.dtype.kind == "f":
+            block = block[np.isfinite(block)]
+        values.append(block.astype(np.float64, copy=False))
+    sample = np.concatenate(values) if values else np.empty(0)
+    if sample.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(sample, [lo_p, hi_p])
+    return (float(lo), float(hi))
+
+
+def choose_contrast_limits(
+    frames: Any,
+    contrast_limits: Sequence[float] | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    channels: Sequence[int] | None = None,
+) -> tuple[float, float]:
+    """The caller's limits if given (checked), else the dtype's range, else robust percentiles."""
+    if contrast_limits is not None:
+        return validate_contrast_limits(contrast_limits)
+    fixed = dtype_range_limits(np.dtype(frames.dtype))
+    if fixed is not None:
+        return fixed
+    return robust_contrast_limits(frames, percentiles, channels=channels)
+
+
+def validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, float]:
+    """``(lo, hi)`` as floats; a clear error for anything else or for ``hi < lo``."""
+    try:
+        lo, hi = (float(v) for v in contrast_limits)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"contrast_limits must be two numbers (lo, hi), got {contrast_limits!r}"
+        ) from err
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"contrast_limits must be finite, got ({lo}, {hi})")
+    if hi < lo:
+        raise ValueError(
+            f"contrast_limits must have lo <= hi, got ({lo}, {hi}); swap the two values"
+        )
+    return (lo, hi)
+
+
+def scale_to_unit(x: Any, lo: float, hi: float) -> Any:
+    """``(x - lo) / (hi - lo)`` clipped to [0, 1]; NaN and inf become 0.
+
+    Works on float torch tensors and numpy arrays in place of a copy of the input. With
+    ``hi == lo`` (a constant image) the denominator is 1, so the image maps to 0 where
+    ``x <= lo``. For float32 input and limits (0, 1) the result is bitwise the input clipped.
+    """
+    denom = hi - lo if hi > lo else 1.0
+    y = (x - lo) / denom
+    if hasattr(y, "nan_to_num"):  # torch
+        return y.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, 1.0)
+    y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(y, 0.0, 1.0, out=y)

@@ -1,0 +1,283 @@
+"""Prompt files for headless runs: napari Points CSV files and a JSON of points, boxes, masks.
+
+CSV (what napari writes when a Points layer is saved, File > Save Selected Layers):
+
+    index,axis-0,axis-1,axis-2,object_id,positive
+    0.0,0.0,10.5,20.25,1.0,1.0
+
+The axis columns are the point's data coordinates. With three of them they are (frame, y, x);
+with more (a (T, Z, Y, X) layer) the frame is the coordinate on ``frame_axis``, Y and X the last
+two other axes, and every other axis must equal its ``fixed`` index (rounded; points elsewhere
+are left out). The header ``frame,y,x`` is accepted as well. Optional columns: ``object_id``
+(default 1) and ``positive`` (1 foreground, 0 background; ``label`` is a synonym; default 1).
+
+JSON: a list (or ``{"prompts": [...]}``) of records, each with ``frame``, ``object_id`` and
+one of
+
+- ``"points": [[y, x], ...]`` with optional ``"labels": [1, 0, ...]`` (default all 1),
+- ``"box": [y0, x0, y1, x1]``,
+- ``"mask": "path.tif"``: a TIFF, relative to the JSON file, of shape (H, W) or a (T, H, W)
+  stack (then its plane ``frame`` is used); the mask is its non-zero pixels, or the pixels equal
+  to ``"value"`` when given (so one label image can hold the masks of several objects).
+
+Coordinates are frame pixels as in napari: (y, x), pixel (i, j) covering [i - 0.5, i + 0.5].
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PromptRecord", "PromptFileError", "read_prompts", "check_prompts", "apply_prompts"]
+
+KINDS = ("points", "box", "mask")
+
+
+class PromptFileError(ValueError):
+    """A prompt file that cannot be used, with what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One prompt: ``kind`` is ``points`` (data: ``(points (N, 2) yx, labels (N,))``), ``box``
+    (data: ``(y0, x0, y1, x1)``) or ``mask`` (data: (H, W) bool)."""
+
+    frame: int
+    object_id: int
+    kind: str
+    data: Any
+
+
+def read_prompts(
+    path: str | os.PathLike,
+    *,
+    frame_axis: int = 0,
+    fixed: Mapping[int, int] | None = None,
+) -> list[PromptRecord]:
+    """Read a prompt file (``.csv`` or ``.json``) into prompt records, in file order (points of
+    the same frame and object are grouped into one record)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFileError(f"prompt file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        records = _read_csv(path, frame_axis, dict(fixed or {}))
+    elif suffix == ".json":
+        records = _read_json(path)
+    else:
+        raise PromptFileError(
+            f"prompt file {path} must be a .csv (napari Points layer) or a .json file"
+        )
+    if not records:
+        raise PromptFileError(f"prompt file {path} holds no prompts")
+    return records
+
+
+def _truthy(value: str, column: str, path: Path) -> int:
+    text = value.strip().lower()
+    if text in ("1", "1.0", "true", "yes", "positive", "foreground"):
+        return 1
+    if text in ("0", "0.0", "false", "no", "negative", "background", "-1", "-1.0"):
+        return 0
+    raise PromptFileError(f"{path}: column {column!r} has {value!r}; use 1 (foreground) or 0")
+
+
+def _integer(value: Any, what: str, where: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PromptFileError(f"{where}: {what} must be an integer, got {value!r}") from None
+    if not np.isfinite(number) or number != round(number):
+        raise PromptFileError(f"{where}: {what} must be an integer, got {value!r}")
+    return int(round(number))
+
+
+def _read_csv(path: Path, frame_axis: int, fixed: dict[int, int]) -> list[PromptRecord]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise PromptFileError(f"prompt file {path} is empty")
+    header = [h.strip() for h in rows[0]]
+    body = rows[1:]
+    axis_cols = sorted(
+        (int(h.split("-")[1]), i) for i, h in enumerate(header) if h.startswith("axis-")
+    )
+    if axis_cols:
+        columns = [i for _, i in axis_cols]
+    elif {"frame", "y", "x"} <= set(header):
+        columns = [header.index("frame"), header.index("y"), header.index("x")]
+    else:
+        raise PromptFileError(
+            f"{path}: no coordinate columns; expected napari's 'axis-0,axis-1,axis-2' (as napari "
+            f"saves a Points layer) or 'frame,y,x', found columns {header}"
+        )
+    ndim = len(columns)
+    if ndim < 3:
+        raise PromptFileError(
+            f"{path}: points have {ndim} coordinates; a stack needs (frame, y, x) at least"
+        )
+    frame_axis %= ndim
+    fixed = {a % ndim: v for a, v in fixed.items()}
+    rest = [a for a in range(ndim) if a != frame_axis and a not in fixed]
+    if len(rest) != 2:
+        raise PromptFileError(
+            f"{path}: points have {ndim} coordinates: give the frame axis and a fixed index "
+            f"for every axis but Y and X (frame_axis={frame_axis}, fixed={fixed})"
+        )
+    y_axis, x_axis = rest
+    obj_col = header.index("object_id") if "object_id" in header else None
+    pos_name = next((n for n in ("positive", "label") if n in header), None)
+    pos_col = header.index(pos_name) if pos_name else None
+    grouped: dict[tuple[int, int], tuple[list, list]] = {}
+    for n, row in enumerate(body, start=2):
+        where = f"{path}, line {n}"
+        if len(row) < len(header):
+            raise PromptFileError(f"{where}: {len(row)} values for {len(header)} columns")
+        try:
+            coords = [float(row[c]) for c in columns]
+        except ValueError:
+            raise PromptFileError(f"{where}: coordinates must be numbers, got {row}") from None
+        if not np.isfinite(coords).all():
+            raise PromptFileError(f"{where}: coordinates must be finite, got {coords}")
+        if any(round(coords[a]) != v for a, v in fixed.items()):
+            continue  # on another slice than the one being tracked
+        frame = _integer(coords[frame_axis], "the frame coordinate", where)
+        object_id = _integer(row[obj_col], "object_id", where) if obj_col is not None else 1
+        label = _truthy(row[pos_col], pos_name, path) if pos_col is not None else 1
+        points, labels = grouped.setdefault((frame, object_id), ([], []))
+        points.append((coords[y_axis], coords[x_axis]))
+        labels.append(label)
+    return [
+        PromptRecord(f, k, "points", (np.asarray(p, np.float64), np.asarray(lab, np.int64)))
+        for (f, k), (p, lab) in grouped.items()
+    ]
+
+
+def _read_json(path: Path) -> list[PromptRecord]:
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PromptFileError(f"{path} is not valid JSON: {err}") from None
+    items = content.get("prompts") if isinstance(content, dict) else content
+    if not isinstance(items, list):
+        raise PromptFileError(f"{path}: expected a list of prompts or {{'prompts': [...]}}")
+    records = []
+    for n, item in enumerate(items):
+        where = f"{path}, prompt {n}"
+        if not isinstance(item, dict):
+            raise PromptFileError(f"{where}: each prompt must be an object, got {item!r}")
+        missing = [key for key in ("frame", "object_id") if key not in item]
+        if missing:
+            raise PromptFileError(f"{where}: missing {missing}")
+        kinds = [key for key in KINDS if key in item]
+        if len(kinds) != 1:
+            raise PromptFileError(f"{where}: give exactly one of {KINDS}, found {kinds}")
+        frame = _integer(item["frame"], "frame", where)
+        object_id = _integer(item["object_id"], "object_id", where)
+        kind = kinds[0]
+        if kind == "points":
+            points = np.asarray(item["points"], dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(item.get("labels", [1] * len(points)), dtype=np.int64)
+            if len(points) == 0 or labels.shape != (len(points),):
+                raise PromptFileError(f"{where}: points must be [[y, x], ...] with one label each")
+            data: Any = (points, labels)
+        elif kind == "box":
+            box = np.asarray(item["box"], dtype=np.float64).reshape(-1)
+            if box.shape != (4,):
+                raise PromptFileError(f"{where}: box must be [y0, x0, y1, x1], got {item['box']}")
+            data = tuple(float(v) for v in box)
+        else:
+            data = _read_mask(path.parent / str(item["mask"]), frame, item.get("value"), where)
+        records.append(PromptRecord(frame, object_id, kind, data))
+    return records
+
+
+def _read_mask(path: Path, frame: int, value: Any, where: str) -> np.ndarray:
+    import tifffile
+
+    if not path.is_file():
+        raise PromptFileError(f"{where}: mask file {path} does not exist")
+    image = tifffile.imread(path)
+    if image.ndim == 3:
+        if not 0 <= frame < image.shape[0]:
+            raise PromptFileError(
+                f"{where}: mask stack {path} has {image.shape[0]} planes, no plane {frame}"
+            )
+        image = image[frame]
+    if image.ndim != 2:
+        raise PromptFileError(
+            f"{where}: mask {path} must be (H, W) or (T, H, W), got {image.shape}"
+        )
+    return image == value if value is not None else image != 0
+
+
+def check_prompts(
+    records: Sequence[PromptRecord], num_frames: int, height: int, width: int
+) -> None:
+    """Check every prompt against the stack before anything runs: frames in range, points and
+    boxes inside the frame (napari pixels: -0.5 .. size - 0.5), boxes with area, masks of the
+    frame's shape and not empty, labels 0 or 1. Raises :class:`PromptFileError`."""
+    if not records:
+        raise PromptFileError("no prompts given")
+    for r in records:
+        where = f"prompt for object {r.object_id} on frame {r.frame}"
+        if not 0 <= r.frame < num_frames:
+            raise PromptFileError(
+                f"{where}: frame {r.frame} is beyond the stack, which has {num_frames} frames "
+                f"(0..{num_frames - 1})"
+            )
+        if r.object_id < 1:
+            raise PromptFileError(f"{where}: object ids must be >= 1 (0 is the background)")
+        if r.kind == "points":
+            yx, labels = r.data
+            _check_inside(yx, height, width, f"{where}: point")
+            if not np.isin(labels, (0, 1)).all():
+                raise PromptFileError(f"{where}: labels must be 1 or 0, got {labels.tolist()}")
+        elif r.kind == "box":
+            y0, x0, y1, x1 = r.data
+            if abs(y1 - y0) == 0 or abs(x1 - x0) == 0:
+                raise PromptFileError(f"{where}: box {r.data} (y0, x0, y1, x1) has zero area")
+            _check_inside(np.array([[y0, x0], [y1, x1]]), height, width, f"{where}: box corner")
+        elif r.kind == "mask":
+            if r.data.shape != (height, width):
+                raise PromptFileError(
+                    f"{where}: mask of shape {r.data.shape} does not match the frames "
+                    f"({height}, {width})"
+                )
+            if not r.data.any():
+                raise PromptFileError(f"{where}: the mask is empty (no pixel set)")
+        else:
+            raise PromptFileError(f"{where}: unknown prompt kind {r.kind!r}")
+
+
+def _check_inside(yx: np.ndarray, height: int, width: int, what: str) -> None:
+    yx = np.asarray(yx, dtype=np.float64).reshape(-1, 2)
+    bad = (
+        (yx[:, 0] < -0.5) | (yx[:, 0] > height - 0.5) | (yx[:, 1] < -0.5) | (yx[:, 1] > width - 0.5)
+    )
+    if bad.any():
+        raise PromptFileError(
+            f"{what} {yx[bad].tolist()} (y, x) lies outside the {height} x {width} frame"
+        )
+
+
+def apply_prompts(tracker: Any, records: Sequence[PromptRecord]) -> list[Any]:
+    """Give every record to ``tracker`` (``add_points`` / ``add_box`` / ``add_mask``), in order;
+    returns the results."""
+    results = []
+    for r in records:
+        if r.kind == "points":
+            results.append(tracker.add_points(r.frame, r.object_id, r.data[0], r.data[1]))
+        elif r.kind == "box":
+            results.append(tracker.add_box(r.frame, r.object_id, r.data))
+        else:
+            results.append(tracker.add_mask(r.frame, r.object_id, r.data))
+    return results

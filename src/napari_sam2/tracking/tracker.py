@@ -1,0 +1,676 @@
+"""The tracker: prompts, memory bank and propagation over a stack of frames (DESIGN.md).
+
+:class:`Tracker` composes the per-step operations of :class:`napari_sam2.model.SAM2Model`
+exactly as the reference video predictor does (``shared/reference/SEMANTICS.md``), with the
+project decisions D1-D5 of ``shared/reference/README.md``:
+
+- D1: a prompt on a frame the object was already tracked on makes it a conditioning frame of
+  that object (the reference option ``add_all_frames_to_correct_as_cond=True``); the output is
+  computed with the memory of the direction the frame was tracked in.
+- D2: stored bfloat16 memories are promoted to the compute dtype before attention, also where
+  the reference crashes because a frame has spatial memories but no object pointer.
+- D3: ``propagate(reverse=True)`` without a start frame starts at the last conditioning frame;
+  ``max_frames=k`` processes the start frame and k more.
+- D4: ``fill_hole_area`` (off by default) fills small background components of the
+  low-resolution logits where the reference's CUDA build does.
+- D5: nothing is cleared around corrected frames.
+
+Differences from the reference beyond D1-D5 (issue 4, bounded memory): non-conditioning outputs
+farther than the memory window from the frame just tracked are released (see
+:mod:`napari_sam2.tracking.state`); per-frame results are handed to the caller and only the
+model-resolution outputs the memory bank can still use are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_sam2.tracking.feature_cache import FeatureCache
+from napari_sam2.tracking.frames import FrameSource
+from napari_sam2.tracking.holes import fill_holes
+from napari_sam2.tracking.memory_bank import (
+    MemoryPlan,
+    needed_window,
+    plan_memory,
+    pointer_time_scale,
+)
+from napari_sam2.tracking.state import ObjectState, StoredOutput
+
+__all__ = ["Tracker", "FrameResult", "PLACEHOLDER_LOGIT"]
+
+PLACEHOLDER_LOGIT = -1024.0  # logits and score of an object without output on a frame
+MASK_PROMPT_CLAMP = 32.0  # previous logits fed back as mask prompt are clamped to +-32
+DEFAULT_FEATURE_CACHE_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """The outputs of all objects on one frame.
+
+    ``mask_logits`` (N, H, W) float32 at frame resolution and ``object_score_logits`` (N,)
+    float32 follow ``object_ids`` (order of first use). An object is present where its score is
+    > 0; its mask is ``mask_logits > 0`` and is empty where it is absent. Objects without output
+    on the frame (never prompted or tracked there, or released, see :class:`Tracker`) have
+    logits and score -1024 and ``has_output`` False.
+    """
+
+    frame_index: int
+    object_ids: tuple[int, ...]
+    mask_logits: np.ndarray
+    object_score_logits: np.ndarray
+    has_output: np.ndarray
+
+    @property
+    def present(self) -> np.ndarray:
+        """(N,) bool: object score logit > 0."""
+        return self.object_score_logits > 0
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(N, H, W) bool: ``mask_logits > 0`` where the object is present."""
+        return (self.mask_logits > 0) & self.present[:, None, None]
+
+    def mask(self, object_id: int) -> np.ndarray:
+        """(H, W) bool mask of one object."""
+        try:
+            row = self.object_ids.index(object_id)
+        except ValueError:
+            raise KeyError(
+                f"object {object_id} is not in this result (objects {self.object_ids})"
+            ) from None
+        return self.masks[row]
+
+
+class Tracker:
+    """Segment and track objects through a stack of frames with SAM 2.
+
+    Parameters
+    ----------
+    model
+        A :class:`napari_sam2.model.SAM2Model`. The tracker computes in the dtype of its
+        parameters (float32, or float64 for parity tests) and never changes them, except that
+        ``device`` moves the model.
+    frames
+        Array-like (T, H, W) or (T, H, W, C), or a :class:`FrameSource` (then
+        ``contrast_limits`` must be None). Frames are read one at a time.
+    contrast_limits
+        ``(lo, hi)`` intensity range mapped to [0, 1]; None chooses it from the data.
+    device
+        Where to run; None keeps the model's device.
+    fill_hole_area
+        Fill background holes of up to this many pixels in the low-resolution masks (D4);
+        0 (default) matches the reference on CPU, 8 matches its CUDA build.
+    dtype
+        None computes in the parameter dtype. ``torch.bfloat16`` or ``torch.float16`` run the
+        network under autocast (meant for CUDA) with float32 parameters.
+    feature_cache_bytes
+        Budget of the least-recently-used cache of image features.
+    memory_window
+        Non-conditioning outputs this many frames or more away from the frame just tracked are
+        released. None uses ``max(num_maskmem - 1, max_obj_ptrs_in_encoder - 1)`` (15 for the
+        official models), the most a tracked frame reads; 0 keeps everything like the reference.
+
+    Notes
+    -----
+    Memory stays bounded on long stacks: conditioning outputs (prompted frames) are kept, but
+    tracked (non-conditioning) outputs only within ``memory_window`` frames of the frame last
+    tracked for that object; results are handed to the caller and not kept. Propagation results
+    are identical to the reference's. Differences appear only for work far (``memory_window``
+    frames or more) from where the last propagation was: a prompt on such an already tracked frame
+    gets no previous logits as mask prompt and sees only the conditioning memories (and tracked
+    ones that are still kept); a propagation started there lacks the old tracked memories behind
+    its start; ``add_*`` results show other objects without a kept output there as placeholders
+    (``has_output`` False). Stacks of at most ``memory_window`` + 1 frames behave exactly like
+    the reference.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        frames: Any,
+        contrast_limits: Sequence[float] | None = None,
+        device: str | torch.device | None = None,
+        fill_hole_area: int = 0,
+        *,
+        dtype: torch.dtype | str | None = None,
+        feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+        memory_window: int | None = None,
+    ) -> None:
+        self.model = model
+        self.config = model.config
+        param = next(model.parameters())
+        if device is not None and torch.device(device) != param.device:
+            model.to(device)
+            param = next(model.parameters())
+        self.device = param.device
+        self.dtype = param.dtype  # compute and storage dtype of the outputs
+        self._autocast_dtype = self._choose_autocast(dtype)
+
+        size = int(self.config.image_size)
+        if isinstance(frames, FrameSource):
+            if contrast_limits is not None:
+                raise ValueError(
+                    "frames is a FrameSource: set contrast_limits on the FrameSource, not here"
+                )
+            if frames.image_size != size:
+                raise ValueError(
+                    f"the FrameSource prepares {frames.image_size} px inputs but the model "
+                    f"takes {size} px; make it with image_size={size}"
+                )
+            self.frames = frames
+        else:
+            self.frames = FrameSource(frames, size, contrast_limits=contrast_limits)
+        self.num_frames = len(self.frames)
+        self.height = int(self.frames.height)
+        self.width = int(self.frames.width)
+        self.image_size = size
+        self.low_res_size = int(self.config.low_res_mask_size)
+
+        if int(fill_hole_area) < 0:
+            raise ValueError(f"fill_hole_area must be >= 0, got {fill_hole_area}")
+        self.fill_hole_area = int(fill_hole_area)
+        self.num_maskmem = int(self.config.num_maskmem)
+        self.max_pointers = int(self.config.max_obj_ptrs_in_encoder)
+        self.pointer_t_max = pointer_time_scale(self.num_frames, self.max_pointers)
+        if memory_window is None:
+            memory_window = needed_window(self.num_maskmem, self.max_pointers)
+        if memory_window < 0:
+            raise ValueError(
+                f"memory_window must be >= 0 (0 keeps everything), got {memory_window}"
+            )
+        self.memory_window = int(memory_window)
+
+        self.features = FeatureCache(feature_cache_bytes)
+        self._objects: dict[int, ObjectState] = {}
+        self._memory_pos: torch.Tensor | None = None  # the sine PE of memories, a constant
+        # Set to a list to record, per decoder call, the memory used and the decisions.
+        self.debug_trace: list[dict[str, Any]] | None = None
+
+    # --- public API ------------------------------------------------------------------------
+
+    @property
+    def object_ids(self) -> tuple[int, ...]:
+        """Object ids in order of first use."""
+        return tuple(self._objects)
+
+    def add_points(self, frame_index: int, object_id: int, points: Any, labels: Any) -> FrameResult:
+        """Add clicks for an object on a frame and return the frame's result.
+
+        ``points`` (N, 2) are (y, x) in frame pixels, ``labels`` (N,) 1 for foreground and 0 for
+        background. They are appended to the object's earlier points on that frame (a mask
+        prompt there is dropped).
+        """
+        frame = self._check_frame(frame_index)
+        object_id = self._check_object_id(object_id)
+        yx = self._check_points(points)
+        lab = self._check_labels(labels, len(yx))
+        obj = self._object(object_id, create=True)
+        old = obj.points.get(frame)
+        if old is not None:
+            yx = np.concatenate([old[0], yx])
+            lab = np.concatenate([old[1], lab])
+        obj.points[frame] = (yx, lab)
+        obj.mask_prompts.discard(frame)
+        return self._prompt(obj, frame)
+
+    def add_box(self, frame_index: int, object_id: int, box: Any) -> FrameResult:
+        """Prompt an object with a box (y0, x0, y1, x1) in frame pixels.
+
+        The box replaces the object's points on that frame; later ``add_points`` calls add
+        clicks after it.
+        """
+        frame = self._check_frame(frame_index)
+        object_id = self._check_object_id(object_id)
+        corners = self._check_box(box)
+        obj = self._object(object_id, create=True)
+        obj.points[frame] = (corners, np.array([2, 3], dtype=np.int64))
+        obj.mask_prompts.discard(frame)
+        return self._prompt(obj, frame)
+
+    def add_mask(self, frame_index: int, object_id: int, mask: Any) -> FrameResult:
+        """Prompt an object with a mask (H, W) at frame resolution (nonzero = object).
+
+        The mask itself becomes the output (logits +-10 at model resolution); it replaces the
+        object's points on that frame.
+        """
+        frame = self._check_frame(frame_index)
+        object_id = self._check_object_id(object_id)
+        m = np.asarray(mask)
+        if m.shape != (self.height, self.width):
+            raise ValueError(
+                f"mask must have the frame's shape (H, W) = {(self.height, self.width)}, "
+                f"got {m.shape}"
+            )
+        m = m.astype(bool)
+        if not m.any():
+            raise ValueError(
+                f"the mask for object {object_id} on frame {frame} is empty; draw the object, "
+                "or use clear_prompts / remove_object to drop it"
+            )
+        obj = self._object(object_id, create=True)
+        obj.points.pop(frame, None)
+        obj.mask_prompts.add(frame)
+        return self._prompt(obj, frame, mask=m)
+
+    def clear_prompts(self, frame_index: int, object_id: int | None = None) -> FrameResult:
+        """Forget the prompts on a frame, of one object or of all (SEMANTICS 7.1).
+
+        A conditioning output there is kept as a tracked output until a propagation overwrites
+        it; an object left without prompts must get new ones (or be removed) before the next
+        propagation. Returns the frame's result.
+        """
+        frame = self._check_frame(frame_index)
+        if object_id is None:
+            targets = list(self._objects.values())
+        else:
+            targets = [self._object(self._check_object_id(object_id), create=False)]
+        for obj in targets:
+            obj.clear_frame(frame)
+        return self._result(frame, {})
+
+    def remove_object(self, object_id: int) -> None:
+        """Forget an object, its prompts and outputs; other objects are unaffected."""
+        obj = self._object(self._check_object_id(object_id), create=False)
+        del self._objects[obj.object_id]
+
+    def reset(self) -> None:
+        """Forget all objects, prompts and outputs (cached image features are kept)."""
+        self._objects.clear()
+
+    def propagate(
+        self,
+        start_frame: int | None = None,
+        reverse: bool = False,
+        max_frames: int | None = None,
+    ) -> Iterator[FrameResult]:
+        """Track every object through the frames, yielding one :class:`FrameResult` per frame.
+
+        ``start_frame`` None starts at the first conditioning frame of any object (the last one
+        when ``reverse``, D3). ``max_frames=k`` processes the start frame and k more; None goes
+        to the end (reverse: to frame 0). A reverse propagation from frame 0 yields nothing, as
+        in the reference. Prompts given since the last propagation get their memory first.
+        Errors (no prompts, bad arguments) are raised here, before iterating.
+        """
+        if not self._objects:
+            raise RuntimeError(
+                "nothing to propagate: add points, a box or a mask for an object first"
+            )
+        orphans = [oid for oid, obj in self._objects.items() if not obj.has_conditioning]
+        if orphans:
+            raise RuntimeError(
+                f"object(s) {orphans} have no prompt on any frame: add a prompt for them or "
+                "remove them with remove_object"
+            )
+        if start_frame is not None:
+            start_frame = self._check_frame(start_frame)
+        if max_frames is not None:
+            if int(max_frames) != max_frames or max_frames < 0:
+                raise ValueError(f"max_frames must be a non-negative integer, got {max_frames}")
+            max_frames = int(max_frames)
+        return self._propagate(start_frame, bool(reverse), max_frames)
+
+    def stored_output(self, object_id: int, frame_index: int) -> StoredOutput | None:
+        """The model-resolution output kept for an object on a frame (None if none is kept)."""
+        obj = self._object(self._check_object_id(object_id), create=False)
+        return obj.output_at(self._check_frame(frame_index))
+
+    def stored_bytes(self) -> int:
+        """Bytes of outputs and memories kept for all objects (image features not counted)."""
+        return sum(obj.nbytes() for obj in self._objects.values())
+
+    def num_non_conditioning(self, object_id: int) -> int:
+        """How many non-conditioning outputs are kept for an object."""
+        return len(self._object(self._check_object_id(object_id), create=False).non_conditioning)
+
+    # --- propagation ----------------------------------------------------------------------
+
+    def _propagate(
+        self, start: int | None, reverse: bool, max_frames: int | None
+    ) -> Iterator[FrameResult]:
+        with self._compute():
+            self._preflight()
+        objects = list(self._objects.values())
+        if start is None:
+            firsts = [f for obj in objects for f in obj.conditioning]
+            start = max(firsts) if reverse else min(firsts)
+        span = self.num_frames if max_frames is None else max_frames
+        if reverse:
+            order = range(start, max(start - span, 0) - 1, -1) if start > 0 else range(0)
+        else:
+            order = range(start, min(start + span, self.num_frames - 1) + 1)
+        direction = -1 if reverse else 1
+        for frame in order:
+            outputs: dict[int, StoredOutput] = {}
+            with self._compute():
+                feats = None
+                for obj in objects:
+                    out = obj.conditioning.get(frame)
+                    if out is None:
+                        if feats is None:
+                            feats = self._image_features(frame)
+                        out = self._track(obj, frame, direction, feats)
+                        obj.non_conditioning[frame] = out
+                    obj.tracked[frame] = direction
+                    if self.memory_window > 0:
+                        obj.release_far_from(frame, self.memory_window)
+                    outputs[obj.object_id] = out
+                result = self._result(frame, outputs, object_ids=[o.object_id for o in objects])
+            yield result
+
+    def _preflight(self) -> None:
+        """Encode the memory of every prompted output (binarized masks, SEMANTICS 3.2)."""
+        s = self.image_size
+        for obj in self._objects.values():
+            for frame, out in obj.pending.items():
+                feats = self._image_features(frame)
+                high = F.interpolate(
+                    out.low_res.to(self.dtype), size=(s, s), mode="bilinear", align_corners=False
+                )
+                out.memory = self._encode_memory(feats, high, out.score, binarize=True)
+                self._trace("preflight", obj.object_id, frame, None, None, False)
+            obj.commit_pending()
+
+    def _track(self, obj: ObjectState, frame: int, direction: int, feats: Any) -> StoredOutput:
+        """Predict an object on a frame from its memory and encode the frame's memory."""
+        plan = self._plan(obj, frame, direction)
+        pix = self._attend(obj, plan, feats)
+        head = self.model.predict_masks(pix, feats.high_res, None, None, None, True)
+        memory = self._encode_memory(feats, head.high_res, head.object_score_logits, False)
+        out = self._stored(head, memory)
+        self._trace("track", obj.object_id, frame, plan, out.decision, False)
+        return out
+
+    # --- prompts --------------------------------------------------------------------------
+
+    def _prompt(self, obj: ObjectState, frame: int, mask: np.ndarray | None = None) -> FrameResult:
+        with self._compute():
+            feats = self._image_features(frame)
+            if mask is not None:
+                head = self.model.mask_as_output(
+                    feats.vision, feats.high_res, self._mask_input(mask)
+                )
+                plan = mask_input = None
+            else:
+                # A frame the object was tracked on is corrected with its memory (SEMANTICS 3.1),
+                # unless it has no conditioning frame left to remember (then it starts afresh).
+                initial = frame not in obj.tracked or not obj.conditioning
+                plan = None
+                if initial:
+                    pix = self.model.add_no_memory_embedding(feats.vision)
+                else:
+                    plan = self._plan(obj, frame, obj.tracked[frame])
+                    pix = self._attend(obj, plan, feats)
+                previous = obj.output_at(frame)
+                mask_input = None
+                if previous is not None:
+                    mask_input = previous.low_res.to(self.dtype).clamp(
+                        -MASK_PROMPT_CLAMP, MASK_PROMPT_CLAMP
+                    )
+                coords, labels = self._point_inputs(obj.points[frame])
+                multimask = labels.shape[1] <= 1
+                head = self.model.predict_masks(
+                    pix, feats.high_res, coords, labels, mask_input, multimask
+                )
+            out = self._stored(head, None)
+            obj.pending[frame] = out
+            mask_prompt = mask is not None or mask_input is not None
+            self._trace("prompt", obj.object_id, frame, plan, out.decision, mask_prompt)
+            return self._result(frame, {obj.object_id: out})
+
+    def _point_inputs(self, prompt: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, ...]:
+        """(y, x) frame pixels -> (1, N, 2) (x, y) model pixels, as x / W * S (SEMANTICS 1.4)."""
+        yx, labels = prompt
+        dtype = self.dtype
+        xy = torch.as_tensor(np.ascontiguousarray(yx[:, ::-1]), dtype=dtype, device=self.device)
+        size = torch.tensor([self.width, self.height], dtype=dtype, device=self.device)
+        coords = xy / size * self.image_size
+        lab = torch.as_tensor(labels, dtype=torch.int32, device=self.device)
+        return coords[None], lab[None]
+
+    def _mask_input(self, mask: np.ndarray) -> torch.Tensor:
+        """(H, W) bool -> (1, 1, S, S) {0, 1}, antialiased bilinear resize then >= 0.5."""
+        s = self.image_size
+        m = torch.from_numpy(mask).to(device=self.device, dtype=self.dtype)[None, None]
+        if tuple(m.shape[-2:]) != (s, s):
+            m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).to(self.dtype)
+        return m
+
+    # --- memory ---------------------------------------------------------------------------
+
+    def _plan(self, obj: ObjectState, frame: int, direction: int) -> MemoryPlan:
+        return plan_memory(
+            frame,
+            direction,
+            obj.conditioning,
+            obj.non_conditioning,
+            self.num_frames,
+            self.num_maskmem,
+            self.max_pointers,
+        )
+
+    def _attend(self, obj: ObjectState, plan: MemoryPlan, feats: Any) -> torch.Tensor:
+        """Memory attention of the frame's features over the planned memories."""
+        tokens: list[torch.Tensor] = []
+        positions: list[torch.Tensor] = []
+        for frame, row, is_cond in plan.spatial:
+            src = obj.conditioning[frame] if is_cond else obj.non_conditioning[frame]
+            # D2: bfloat16 storage is promoted to the compute dtype (also without pointers).
+            memory = src.memory.to(self.dtype)
+            tok, pos = self.model.spatial_memory(memory, self._memory_pos, row)
+            tokens.append(tok)
+            positions.append(pos)
+        num_pointer_tokens = 0
+        if plan.pointers:
+            ptrs = torch.stack(
+                [
+                    (obj.conditioning[t] if is_cond else obj.non_conditioning[t]).obj_ptr
+                    for t, _, is_cond in plan.pointers
+                ]
+            )  # (P, 1, C)
+            distances = torch.tensor([d for _, d, _ in plan.pointers], device=self.device)
+            tok, pos = self.model.pointer_memory(ptrs, distances, self.pointer_t_max)
+            tokens.append(tok)
+            positions.append(pos)
+            num_pointer_tokens = tok.shape[1]
+        memory = torch.cat(tokens, dim=1)
+        memory_pos = torch.cat(positions, dim=1)
+        return self.model.attend_to_memory(
+            feats.vision, feats.vision_pos, memory, memory_pos, num_pointer_tokens
+        )
+
+    def _encode_memory(
+        self, feats: Any, high_res: torch.Tensor, score: torch.Tensor, binarize: bool
+    ) -> torch.Tensor:
+        memory, pos = self.model.encode_memory(feats.vision, high_res, score, binarize)
+        if self._memory_pos is None:
+            self._memory_pos = pos.to(self.dtype)
+        # Stored as bfloat16 like the reference; float64 goes through float32 (two roundings,
+        # exactly what torch does in the reference's float64 run).
+        return memory.float().to(torch.bfloat16)
+
+    def _stored(self, head: Any, memory: torch.Tensor | None) -> StoredOutput:
+        low = head.low_res.to(self.dtype)
+        # D4: after the memory of a tracked frame was encoded, like the reference's CUDA build.
+        low = fill_holes(low, self.fill_hole_area)
+        return StoredOutput(
+            low_res=low,
+            obj_ptr=head.obj_ptr.to(self.dtype),
+            score=head.object_score_logits.to(self.dtype),
+            memory=memory,
+            decision=getattr(head, "decision", None),
+        )
+
+    # --- frames, results and checks --------------------------------------------------------
+
+    def _image_features(self, frame: int) -> Any:
+        feats = self.features.get(frame)
+        if feats is None:
+            in_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+            image = self.frames.model_input(frame, dtype=in_dtype).to(self.device)
+            if image.dtype != self.dtype and self._autocast_dtype is None:
+                image = image.to(self.dtype)
+            feats = self.model.encode_image(image[None])
+            self.features.put(frame, feats)
+        return feats
+
+    def _result(
+        self,
+        frame: int,
+        outputs: dict[int, StoredOutput],
+        object_ids: Sequence[int] | None = None,
+    ) -> FrameResult:
+        """The frame's result: ``outputs`` where given, else what is stored, else placeholders."""
+        ids = tuple(self._objects) if object_ids is None else tuple(object_ids)
+        n, low = len(ids), self.low_res_size
+        mask_logits = np.full((n, self.height, self.width), PLACEHOLDER_LOGIT, dtype=np.float32)
+        scores = np.full(n, PLACEHOLDER_LOGIT, dtype=np.float32)
+        has = np.zeros(n, dtype=bool)
+        rows = []
+        for i, oid in enumerate(ids):
+            out = outputs.get(oid)
+            if out is None and oid in self._objects:
+                out = self._objects[oid].output_at(frame)
+            if out is None:
+                continue  # placeholder: exactly -1024 (a resize would round it)
+            rows.append(out.low_res.to(self.dtype))
+            scores[i] = float(out.score.reshape(-1)[0])
+            has[i] = True
+        if rows:
+            logits = torch.cat(rows)  # (n_out, 1, S/4, S/4), on the device
+            if (self.height, self.width) != (low, low):
+                # SEMANTICS 1.5: bilinear from the low-res logits, no antialias
+                logits = F.interpolate(
+                    logits, size=(self.height, self.width), mode="bilinear", align_corners=False
+                )
+            mask_logits[has] = logits[:, 0].to(device="cpu", dtype=torch.float32).numpy()
+        return FrameResult(frame, ids, mask_logits, scores, has)
+
+    def _trace(
+        self,
+        kind: str,
+        object_id: int,
+        frame: int,
+        plan: MemoryPlan | None,
+        decision: dict[str, Any] | None,
+        mask_prompt: bool,
+    ) -> None:
+        if self.debug_trace is None:
+            return
+        self.debug_trace.append(
+            {
+                "kind": kind,
+                "object_id": object_id,
+                "frame": frame,
+                "spatial": None if plan is None else [(t, r) for t, r, _ in plan.spatial],
+                "pointers": None if plan is None else [(t, d) for t, d, _ in plan.pointers],
+                "decision": decision,
+                "mask_prompt": mask_prompt,
+            }
+        )
+
+    def _compute(self) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self._autocast_dtype is not None:
+            stack.enter_context(torch.autocast(self.device.type, dtype=self._autocast_dtype))
+        return stack
+
+    def _choose_autocast(self, dtype: torch.dtype | str | None) -> torch.dtype | None:
+        if dtype is None:
+            return None
+        if isinstance(dtype, str):
+            name = dtype.removeprefix("torch.")
+            dtype = getattr(torch, name, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"unknown dtype {name!r}; use 'bfloat16' or 'float16'")
+        if dtype == self.dtype:
+            return None
+        if dtype in (torch.bfloat16, torch.float16):
+            if self.dtype != torch.float32:
+                raise ValueError(
+                    f"autocast to {dtype} needs float32 parameters, the model has {self.dtype}"
+                )
+            return dtype
+        raise ValueError(
+            f"dtype {dtype} differs from the model's parameters ({self.dtype}); convert the "
+            "model with model.to(dtype) or pass torch.bfloat16 / torch.float16 for autocast"
+        )
+
+    def _object(self, object_id: int, create: bool) -> ObjectState:
+        obj = self._objects.get(object_id)
+        if obj is None:
+            if not create:
+                raise KeyError(
+                    f"unknown object id {object_id}; known objects: {list(self._objects)}"
+                )
+            obj = self._objects[object_id] = ObjectState(object_id)
+        return obj
+
+    def _check_frame(self, frame_index: Any) -> int:
+        if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
+            raise TypeError(f"frame index must be an integer, got {frame_index!r}")
+        frame = int(frame_index)
+        if not 0 <= frame < self.num_frames:
+            raise IndexError(
+                f"frame index {frame} is out of range: the stack has {self.num_frames} frames "
+                f"(0..{self.num_frames - 1})"
+            )
+        return frame
+
+    @staticmethod
+    def _check_object_id(object_id: Any) -> int:
+        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
+            raise TypeError(f"object id must be an integer, got {object_id!r}")
+        return int(object_id)
+
+    def _check_inside(self, yx: np.ndarray, what: str) -> None:
+        # napari pixel (i, j) covers [i - 0.5, i + 0.5]: the image spans -0.5 .. H - 0.5.
+        h, w = self.height, self.width
+        bad = (yx[:, 0] < -0.5) | (yx[:, 0] > h - 0.5) | (yx[:, 1] < -0.5) | (yx[:, 1] > w - 0.5)
+        if bad.any():
+            raise ValueError(
+                f"{what} {yx[bad].tolist()} (y, x) lie outside the {h} x {w} frame "
+                f"(y in [-0.5, {h - 0.5}], x in [-0.5, {w - 0.5}])"
+            )
+
+    def _check_points(self, points: Any) -> np.ndarray:
+        yx = np.asarray(points, dtype=np.float64)
+        if yx.ndim == 1 and yx.size == 2:
+            yx = yx[None]
+        if yx.ndim != 2 or yx.shape[1] != 2 or len(yx) == 0:
+            raise ValueError(f"points must have shape (N, 2) as (y, x) with N >= 1, got {yx.shape}")
+        if not np.isfinite(yx).all():
+            raise ValueError("points contain NaN or infinite coordinates")
+        self._check_inside(yx, "points")
+        return yx
+
+    @staticmethod
+    def _check_labels(labels: Any, n: int) -> np.ndarray:
+        lab = np.atleast_1d(np.asarray(labels))
+        if lab.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},) like the points, got {lab.shape}")
+        if lab.dtype.kind not in "biuf" or not np.isin(lab, (0, 1)).all():
+            raise ValueError(
+                f"labels must be 1 (foreground) or 0 (background), got {np.unique(lab).tolist()}"
+            )
+        return lab.astype(np.int64)
+
+    def _check_box(self, box: Any) -> np.ndarray:
+        b = np.asarray(box, dtype=np.float64).reshape(-1)
+        if b.shape != (4,) or not np.isfinite(b).all():
+            raise ValueError(f"box must be 4 finite numbers (y0, x0, y1, x1), got {box!r}")
+        y0, y1 = sorted((b[0], b[2]))
+        x0, x1 = sorted((b[1], b[3]))
+        if y1 - y0 <= 0 or x1 - x0 <= 0:
+            raise ValueError(f"box {b.tolist()} (y0, x0, y1, x1) has zero area")
+        corners = np.array([[y0, x0], [y1, x1]])
+        self._check_inside(corners, "box corners")
+        return corners

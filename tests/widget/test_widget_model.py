@@ -1,0 +1,113 @@
+"""The dock widget with the real tracker and the mini SAM 2.1 model (random weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from qtpy.QtCore import QTimer
+
+
+def click(points, coords, object_id, positive=True):
+    points.feature_defaults = {"object_id": object_id, "positive": positive}
+    points.add([coords])
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def frames(mini_dir):
+    """The mini scenario's frames (8, 256, 256) as grey uint8."""
+    rgb = np.load(mini_dir / "frames.npy")
+    return (rgb.mean(axis=-1) * 255).astype(np.uint8)
+
+
+def test_points_of_two_objects_give_labels_with_both_ids(
+    add_widget, run_and_wait, mini_model, frames, qtbot
+):
+    viewer, widget = add_widget(frames)
+    widget.use_model(mini_model, "mini (test)")
+    points, _, _ = widget.new_prompt_layers()
+    run_and_wait(widget, lambda: click(points, (0, 170.25, 100.5), 1))
+    output = widget._output_layer()
+    assert 1 in output.data[0] and not output.data[1:].any()  # the clicked frame, at once
+    run_and_wait(widget, lambda: click(points, (0, 60.0, 200.0), 2))
+    assert {1, 2} <= set(np.unique(output.data[0]).tolist())
+    workers = []
+    widget.worker_started.connect(workers.append)
+    widget.propagate()
+    with qtbot.waitSignal(workers[-1].finished, timeout=60_000):
+        pass
+    assert widget.worker is None
+    for t in range(8):
+        present = {k for k in (1, 2) if widget.session.scores[k][t] > 0}
+        assert set(np.unique(output.data[t]).tolist()) - {0} == present, t
+    assert len(widget.session.table) == 2 * 8
+
+
+def test_anisotropic_volume_keeps_scale_and_translate(add_widget, run_and_wait, mini_model, frames):
+    viewer, widget = add_widget(frames, scale=(5, 0.8, 0.8), translate=(10, 2, 3))
+    widget.use_model(mini_model, "mini (test)")
+    points, shapes, masks = widget.new_prompt_layers()
+    run_and_wait(widget, lambda: click(points, (3, 120, 120), 1))
+    run_and_wait(widget, lambda: widget.propagate("both"))
+    output = widget._output_layer()
+    np.testing.assert_allclose(output.scale, (5, 0.8, 0.8))
+    np.testing.assert_allclose(output.translate, (10, 2, 3))
+    np.testing.assert_allclose(points.scale, (5, 0.8, 0.8))
+    assert widget.session.scores[1].keys() == set(range(8))
+
+
+def test_time_channel_stack_after_choosing_axis_and_channel(
+    add_widget, run_and_wait, mini_model, frames
+):
+    tcyx = np.stack([255 - frames, frames], axis=1)  # (8, 2, 256, 256)
+    viewer, widget = add_widget(tcyx)
+    widget.use_model(mini_model, "mini (test)")
+    widget.axis_combo.setCurrentIndex(widget.axis_combo.findData(0))
+    widget.channel_axis_combo.setCurrentIndex(widget.channel_axis_combo.findData(1))
+    widget.channel_combo.setCurrentIndex(widget.channel_combo.findData(1))
+    plan = widget.plan()
+    assert (plan.frame_axis, plan.channel_axis, plan.y_axis, plan.x_axis) == (0, 1, 2, 3)
+    points, _, _ = widget.new_prompt_layers()
+    run_and_wait(widget, lambda: click(points, (2, 1, 170.25, 100.5), 1))
+    run_and_wait(widget, lambda: widget.propagate(max_frames=2))
+    output = widget._output_layer()
+    assert output.data.shape == (8, 1, 256, 256)
+    tracked = widget.session.tracker
+    np.testing.assert_array_equal(tracked.frames.raw_frame(2), frames[2])  # channel 1
+    assert sorted(widget.session.scores[1]) == [2, 3, 4]
+    # The labels show at every channel position of the viewer.
+    viewer.dims.set_current_step(0, 2)
+    for c in (0, 1):
+        viewer.dims.set_current_step(1, c)
+        assert output._slice.image.view.any(), c
+
+
+def test_viewer_stays_responsive_during_propagation(add_widget, run_and_wait, mini_model, qtbot):
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 255, (12, 256, 256), dtype=np.uint8)
+    viewer, widget = add_widget(stack)
+    widget.use_model(mini_model, "mini (test)")
+    points, _, _ = widget.new_prompt_layers()
+    run_and_wait(widget, lambda: click(points, (0, 128, 128), 1))
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(widget.worker is not None))
+    timer.start(10)
+    frames_seen = []
+    widget.worker_started.connect(
+        lambda w: w.yielded.connect(lambda item: frames_seen.append(item[0]))
+    )
+    with qtbot.waitSignal(widget.idle, timeout=120_000):
+        widget.propagate()
+    timer.stop()
+    assert frames_seen.count("frame") == 12
+    # The event loop kept running timers while the worker propagated.
+    assert sum(ticks) >= 10
