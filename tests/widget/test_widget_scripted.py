@@ -85,7 +85,11 @@ def test_cancel_keeps_finished_frames_and_leaves_the_rest(scripted, run_and_wait
             widget.cancel()
             gate.set()
 
-    widget.worker_started.connect(lambda worker: worker.yielded.connect(cancel_on_frame_3))
+    def watch(worker):
+        widget.worker_started.disconnect(watch)  # only the first run is cancelled
+        worker.yielded.connect(cancel_on_frame_3)
+
+    widget.worker_started.connect(watch)
     with qtbot.waitSignal(widget.idle, timeout=30_000):
         widget.propagate()
     done = [t for t in range(10) if 2 in labels_present(output, t)]
