@@ -305,3 +305,21 @@ def test_autocast_on_cuda(mini_config, mini_checkpoint, mini_dir, dtype):
     model = build_sam2(mini_config, checkpoint=mini_checkpoint)  # own copy: moved to CUDA
     frames = np.load(mini_dir / "frames.npy")[:3]
     _autocast_matches_float32(model, frames, "cuda", dtype)
+
+
+def test_points_on_the_frame_edges_are_inside(tracker):
+    r = tracker.add_points(0, 1, [(-0.5, -0.5), (H - 0.5, W - 0.5)], [1, 0])
+    assert r.has_output.all()
+
+
+def test_frames_as_frame_source(mini_model, stack):
+    from napari_sam2.tracking import FrameSource
+
+    source = FrameSource(stack, 256, contrast_limits=(0, 255))
+    tracker = Tracker(mini_model, source)
+    assert tracker.frames is source and tracker.num_frames == T
+    assert (tracker.height, tracker.width) == (H, W)
+    with pytest.raises(ValueError, match="set contrast_limits on the FrameSource"):
+        Tracker(mini_model, source, contrast_limits=(0, 1))
+    with pytest.raises(ValueError, match="image_size=256"):
+        Tracker(mini_model, FrameSource(stack, 512))

@@ -5,6 +5,7 @@ an array-like stack of frames; see ``docs/architecture.md`` and ``DESIGN.md``.
 """
 
 from napari_sam2.tracking.frames import FrameSource, stack_view
-from napari_sam2.tracking.tracker import PLACEHOLDER_LOGIT, FrameResult, Tracker
+from napari_sam2.tracking.results import PLACEHOLDER_LOGIT, FrameResult
+from napari_sam2.tracking.tracker import Tracker
 
 __all__ = ["Tracker", "FrameResult", "FrameSource", "stack_view", "PLACEHOLDER_LOGIT"]

@@ -24,8 +24,8 @@ model-resolution outputs the memory bank can still use are kept.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,51 +41,21 @@ from napari_sam2.tracking.memory_bank import (
     plan_memory,
     pointer_time_scale,
 )
+from napari_sam2.tracking.prompt_checks import (
+    check_box,
+    check_frame,
+    check_labels,
+    check_mask,
+    check_object_id,
+    check_points,
+)
+from napari_sam2.tracking.results import PLACEHOLDER_LOGIT, FrameResult
 from napari_sam2.tracking.state import ObjectState, StoredOutput
 
 __all__ = ["Tracker", "FrameResult", "PLACEHOLDER_LOGIT"]
 
-PLACEHOLDER_LOGIT = -1024.0  # logits and score of an object without output on a frame
 MASK_PROMPT_CLAMP = 32.0  # previous logits fed back as mask prompt are clamped to +-32
-DEFAULT_FEATURE_CACHE_BYTES = 512 * 2**20
-
-
-@dataclass(frozen=True, eq=False)
-class FrameResult:
-    """The outputs of all objects on one frame.
-
-    ``mask_logits`` (N, H, W) float32 at frame resolution and ``object_score_logits`` (N,)
-    float32 follow ``object_ids`` (order of first use). An object is present where its score is
-    > 0; its mask is ``mask_logits > 0`` and is empty where it is absent. Objects without output
-    on the frame (never prompted or tracked there, or released, see :class:`Tracker`) have
-    logits and score -1024 and ``has_output`` False.
-    """
-
-    frame_index: int
-    object_ids: tuple[int, ...]
-    mask_logits: np.ndarray
-    object_score_logits: np.ndarray
-    has_output: np.ndarray
-
-    @property
-    def present(self) -> np.ndarray:
-        """(N,) bool: object score logit > 0."""
-        return self.object_score_logits > 0
-
-    @property
-    def masks(self) -> np.ndarray:
-        """(N, H, W) bool: ``mask_logits > 0`` where the object is present."""
-        return (self.mask_logits > 0) & self.present[:, None, None]
-
-    def mask(self, object_id: int) -> np.ndarray:
-        """(H, W) bool mask of one object."""
-        try:
-            row = self.object_ids.index(object_id)
-        except ValueError:
-            raise KeyError(
-                f"object {object_id} is not in this result (objects {self.object_ids})"
-            ) from None
-        return self.masks[row]
+DEFAULT_FEATURE_CACHE_BYTES = 256 * 2**20  # 16 frames of the official models at 1024 px
 
 
 class Tracker:
@@ -111,7 +81,8 @@ class Tracker:
         None computes in the parameter dtype. ``torch.bfloat16`` or ``torch.float16`` run the
         network under autocast (meant for CUDA) with float32 parameters.
     feature_cache_bytes
-        Budget of the least-recently-used cache of image features.
+        Budget of the least-recently-used cache of image features (default 256 MiB, 16
+        frames of the official models at 1024 px, 16 MB each); 0 keeps only the latest frame.
     memory_window
         Non-conditioning outputs this many frames or more away from the frame just tracked are
         released. None uses ``max(num_maskmem - 1, max_obj_ptrs_in_encoder - 1)`` (15 for the
@@ -190,6 +161,7 @@ class Tracker:
         self.features = FeatureCache(feature_cache_bytes)
         self._objects: dict[int, ObjectState] = {}
         self._memory_pos: torch.Tensor | None = None  # the sine PE of memories, a constant
+        self._vision_pos: torch.Tensor | None = None  # the sine PE of image features, a constant
         # Set to a list to record, per decoder call, the memory used and the decisions.
         self.debug_trace: list[dict[str, Any]] | None = None
 
@@ -207,10 +179,10 @@ class Tracker:
         background. They are appended to the object's earlier points on that frame (a mask
         prompt there is dropped).
         """
-        frame = self._check_frame(frame_index)
-        object_id = self._check_object_id(object_id)
-        yx = self._check_points(points)
-        lab = self._check_labels(labels, len(yx))
+        frame = check_frame(frame_index, self.num_frames)
+        object_id = check_object_id(object_id)
+        yx = check_points(points, self.height, self.width)
+        lab = check_labels(labels, len(yx))
         obj = self._object(object_id, create=True)
         old = obj.points.get(frame)
         if old is not None:
@@ -226,9 +198,9 @@ class Tracker:
         The box replaces the object's points on that frame; later ``add_points`` calls add
         clicks after it.
         """
-        frame = self._check_frame(frame_index)
-        object_id = self._check_object_id(object_id)
-        corners = self._check_box(box)
+        frame = check_frame(frame_index, self.num_frames)
+        object_id = check_object_id(object_id)
+        corners = check_box(box, self.height, self.width)
         obj = self._object(object_id, create=True)
         obj.points[frame] = (corners, np.array([2, 3], dtype=np.int64))
         obj.mask_prompts.discard(frame)
@@ -240,20 +212,9 @@ class Tracker:
         The mask itself becomes the output (logits +-10 at model resolution); it replaces the
         object's points on that frame.
         """
-        frame = self._check_frame(frame_index)
-        object_id = self._check_object_id(object_id)
-        m = np.asarray(mask)
-        if m.shape != (self.height, self.width):
-            raise ValueError(
-                f"mask must have the frame's shape (H, W) = {(self.height, self.width)}, "
-                f"got {m.shape}"
-            )
-        m = m.astype(bool)
-        if not m.any():
-            raise ValueError(
-                f"the mask for object {object_id} on frame {frame} is empty; draw the object, "
-                "or use clear_prompts / remove_object to drop it"
-            )
+        frame = check_frame(frame_index, self.num_frames)
+        object_id = check_object_id(object_id)
+        m = check_mask(mask, self.height, self.width, f"object {object_id} on frame {frame}")
         obj = self._object(object_id, create=True)
         obj.points.pop(frame, None)
         obj.mask_prompts.add(frame)
@@ -266,18 +227,18 @@ class Tracker:
         it; an object left without prompts must get new ones (or be removed) before the next
         propagation. Returns the frame's result.
         """
-        frame = self._check_frame(frame_index)
+        frame = check_frame(frame_index, self.num_frames)
         if object_id is None:
             targets = list(self._objects.values())
         else:
-            targets = [self._object(self._check_object_id(object_id), create=False)]
+            targets = [self._object(check_object_id(object_id), create=False)]
         for obj in targets:
             obj.clear_frame(frame)
         return self._result(frame, {})
 
     def remove_object(self, object_id: int) -> None:
         """Forget an object, its prompts and outputs; other objects are unaffected."""
-        obj = self._object(self._check_object_id(object_id), create=False)
+        obj = self._object(check_object_id(object_id), create=False)
         del self._objects[obj.object_id]
 
     def reset(self) -> None:
@@ -309,7 +270,7 @@ class Tracker:
                 "remove them with remove_object"
             )
         if start_frame is not None:
-            start_frame = self._check_frame(start_frame)
+            start_frame = check_frame(start_frame, self.num_frames)
         if max_frames is not None:
             if int(max_frames) != max_frames or max_frames < 0:
                 raise ValueError(f"max_frames must be a non-negative integer, got {max_frames}")
@@ -318,8 +279,8 @@ class Tracker:
 
     def stored_output(self, object_id: int, frame_index: int) -> StoredOutput | None:
         """The model-resolution output kept for an object on a frame (None if none is kept)."""
-        obj = self._object(self._check_object_id(object_id), create=False)
-        return obj.output_at(self._check_frame(frame_index))
+        obj = self._object(check_object_id(object_id), create=False)
+        return obj.output_at(check_frame(frame_index, self.num_frames))
 
     def stored_bytes(self) -> int:
         """Bytes of outputs and memories kept for all objects (image features not counted)."""
@@ -327,7 +288,7 @@ class Tracker:
 
     def num_non_conditioning(self, object_id: int) -> int:
         """How many non-conditioning outputs are kept for an object."""
-        return len(self._object(self._check_object_id(object_id), create=False).non_conditioning)
+        return len(self._object(check_object_id(object_id), create=False).non_conditioning)
 
     # --- propagation ----------------------------------------------------------------------
 
@@ -511,14 +472,22 @@ class Tracker:
     # --- frames, results and checks --------------------------------------------------------
 
     def _image_features(self, frame: int) -> Any:
-        feats = self.features.get(frame)
-        if feats is None:
-            in_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-            image = self.frames.model_input(frame, dtype=in_dtype).to(self.device)
-            if image.dtype != self.dtype and self._autocast_dtype is None:
-                image = image.to(self.dtype)
-            feats = self.model.encode_image(image[None])
-            self.features.put(frame, feats)
+        """The frame's features, from the cache or the image encoder.
+
+        The sine PE of the features depends only on their shape: one copy is shared by all
+        frames, and the cache holds only the per-frame tensors.
+        """
+        cached = self.features.get(frame)
+        if cached is not None:
+            return dataclasses.replace(cached, vision_pos=self._vision_pos)
+        in_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        image = self.frames.model_input(frame, dtype=in_dtype).to(self.device)
+        if image.dtype != self.dtype and self._autocast_dtype is None:
+            image = image.to(self.dtype)
+        feats = self.model.encode_image(image[None])
+        if self._vision_pos is None:
+            self._vision_pos = feats.vision_pos
+        self.features.put(frame, dataclasses.replace(feats, vision_pos=None))
         return feats
 
     def _result(
@@ -613,64 +582,3 @@ class Tracker:
                 )
             obj = self._objects[object_id] = ObjectState(object_id)
         return obj
-
-    def _check_frame(self, frame_index: Any) -> int:
-        if isinstance(frame_index, bool) or not isinstance(frame_index, (int, np.integer)):
-            raise TypeError(f"frame index must be an integer, got {frame_index!r}")
-        frame = int(frame_index)
-        if not 0 <= frame < self.num_frames:
-            raise IndexError(
-                f"frame index {frame} is out of range: the stack has {self.num_frames} frames "
-                f"(0..{self.num_frames - 1})"
-            )
-        return frame
-
-    @staticmethod
-    def _check_object_id(object_id: Any) -> int:
-        if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
-            raise TypeError(f"object id must be an integer, got {object_id!r}")
-        return int(object_id)
-
-    def _check_inside(self, yx: np.ndarray, what: str) -> None:
-        # napari pixel (i, j) covers [i - 0.5, i + 0.5]: the image spans -0.5 .. H - 0.5.
-        h, w = self.height, self.width
-        bad = (yx[:, 0] < -0.5) | (yx[:, 0] > h - 0.5) | (yx[:, 1] < -0.5) | (yx[:, 1] > w - 0.5)
-        if bad.any():
-            raise ValueError(
-                f"{what} {yx[bad].tolist()} (y, x) lie outside the {h} x {w} frame "
-                f"(y in [-0.5, {h - 0.5}], x in [-0.5, {w - 0.5}])"
-            )
-
-    def _check_points(self, points: Any) -> np.ndarray:
-        yx = np.asarray(points, dtype=np.float64)
-        if yx.ndim == 1 and yx.size == 2:
-            yx = yx[None]
-        if yx.ndim != 2 or yx.shape[1] != 2 or len(yx) == 0:
-            raise ValueError(f"points must have shape (N, 2) as (y, x) with N >= 1, got {yx.shape}")
-        if not np.isfinite(yx).all():
-            raise ValueError("points contain NaN or infinite coordinates")
-        self._check_inside(yx, "points")
-        return yx
-
-    @staticmethod
-    def _check_labels(labels: Any, n: int) -> np.ndarray:
-        lab = np.atleast_1d(np.asarray(labels))
-        if lab.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},) like the points, got {lab.shape}")
-        if lab.dtype.kind not in "biuf" or not np.isin(lab, (0, 1)).all():
-            raise ValueError(
-                f"labels must be 1 (foreground) or 0 (background), got {np.unique(lab).tolist()}"
-            )
-        return lab.astype(np.int64)
-
-    def _check_box(self, box: Any) -> np.ndarray:
-        b = np.asarray(box, dtype=np.float64).reshape(-1)
-        if b.shape != (4,) or not np.isfinite(b).all():
-            raise ValueError(f"box must be 4 finite numbers (y0, x0, y1, x1), got {box!r}")
-        y0, y1 = sorted((b[0], b[2]))
-        x0, x1 = sorted((b[1], b[3]))
-        if y1 - y0 <= 0 or x1 - x0 <= 0:
-            raise ValueError(f"box {b.tolist()} (y0, x0, y1, x1) has zero area")
-        corners = np.array([[y0, x0], [y1, x1]])
-        self._check_inside(corners, "box corners")
-        return corners
