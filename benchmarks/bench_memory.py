@@ -1,6 +1,7 @@
 """Peak resident memory of a command-line run over stacks of growing length.
 
-Makes a (N, 512, 512) uint16 stack of drifting blobs for each N, prompts two objects on frame 0
+Makes a (N, 512, 512) uint16 stack of drifting blobs for each N, prompts one object (a click;
+``--objects 2`` adds a box around a second blob) on frame 0
 and runs ``napari-sam2 track`` (sam2.1_hiera_tiny with random weights: nothing to download)
 in a subprocess, reading that process's peak resident set size (``ru_maxrss`` from
 ``os.wait4``). A tracker whose memory is bounded grows by well under 0.3 MB per frame.
@@ -45,18 +46,15 @@ def make_stack(path: Path, frames: int, size: int = 512) -> None:
     )
 
 
-def run(frames: int, model: str, workdir: Path) -> dict:
+def run(frames: int, model: str, objects: int, workdir: Path) -> dict:
     stack = workdir / f"stack_{frames}.tif"
     make_stack(stack, frames)
     prompts = workdir / "prompts.json"
-    prompts.write_text(
-        json.dumps(
-            [
-                {"frame": 0, "object_id": 1, "points": [[150, 200]]},
-                {"frame": 0, "object_id": 2, "box": [350, 270, 410, 330]},
-            ]
-        )
-    )
+    both = [
+        {"frame": 0, "object_id": 1, "points": [[150, 200]]},
+        {"frame": 0, "object_id": 2, "box": [350, 270, 410, 330]},
+    ]
+    prompts.write_text(json.dumps(both[:objects]))
     cmd = [
         sys.executable,
         "-m",
@@ -92,11 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[20, 60, 200])
     parser.add_argument("--model", default="sam2.1_hiera_tiny")
+    parser.add_argument("--objects", type=int, choices=(1, 2), default=1)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.frames:
-            rows.append(run(n, args.model, Path(tmp)))
+            rows.append(run(n, args.model, args.objects, Path(tmp)))
             r = rows[-1]
             print(
                 f"{r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:8.1f} MB  "

@@ -37,10 +37,12 @@ def _window_unpartition(
 
 
 def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max-pool (floor) of a channels-last map (B, H, W, C), by reshapes (no copies)."""
-    b, h, w, c = x.shape
-    x = x[:, : h - h % 2, : w - w % 2]
-    return x.unflatten(1, (h // 2, 2)).unflatten(3, (w // 2, 2)).amax(dim=(2, 4))
+    """2x2 max-pool (floor) of a channels-last map (B, H, W, C).
+
+    max_pool2d on the channels-first *view* runs torch's channels-last kernel, several times
+    faster than a reduction over reshaped axes and bitwise the same.
+    """
+    return F.max_pool2d(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
 
 
 class PatchEmbed(nn.Module):
