@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axis", type=int, default=0, help="axis to propagate along (default 0)")
     p.add_argument("--channel-axis", type=int, help="channel axis of the stack, if any")
     p.add_argument(
-        "--channel", type=int, nargs="+", help="channel(s) to use: one (grey) or three (RGB)"
+        "--channel",
+        type=int,
+        nargs="+",
+        help="channel(s) to use: one (grey), two (red, green) or three (RGB)",
     )
     p.add_argument(
         "--fixed",

@@ -8,7 +8,14 @@ import pytest
 import torch
 import zarr
 
-from napari_sam2.tracking.frames import IMAGENET_MEAN, IMAGENET_STD, FrameSource, stack_view
+from napari_sam2.tracking.frames import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FrameSource,
+    ResolvedAxes,
+    resolve_axes,
+    stack_view,
+)
 
 MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
@@ -57,8 +64,17 @@ def test_channels_must_be_chosen_for_two_or_four_channels() -> None:
         FrameSource(frames, 8)
     src = FrameSource(frames, 8, channels=[1])
     assert src.model_input(0).shape == (3, 8, 8)
-    with pytest.raises(ValueError, match="one channel .grey. or three"):
-        FrameSource(np.zeros((2, 8, 8, 4), np.uint8), 8, channels=[0, 1])
+    with pytest.raises(ValueError, match="one channel .grey., two .red, green. or three"):
+        FrameSource(np.zeros((2, 8, 8, 4), np.uint8), 8, channels=[0, 1, 2, 3])
+
+
+def test_two_channels_become_red_and_green() -> None:
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, (1, 6, 6, 4), dtype=np.uint8)
+    x = FrameSource(frames, 6, channels=[3, 1]).model_input(0) * STD + MEAN
+    torch.testing.assert_close(x[0], torch.from_numpy(frames[0, :, :, 3] / 255.0).float())
+    torch.testing.assert_close(x[1], torch.from_numpy(frames[0, :, :, 1] / 255.0).float())
+    torch.testing.assert_close(x[2], torch.zeros(6, 6), atol=1e-6, rtol=0)
 
 
 def test_three_channels_are_rgb_and_channel_axis_one_is_moved() -> None:
@@ -143,6 +159,36 @@ def test_prefetch_prepares_the_next_frames_and_stays_bounded() -> None:
     assert src.pending == (4, 5)
     src.close()
     assert src.pending == ()
+
+
+def test_resolve_axes_normalizes_and_derives_y_x() -> None:
+    # (T, C, Z, Y, X) propagated along Z at time 3 with negative axes and a negative index.
+    axes = resolve_axes((4, 2, 6, 32, 40), frame_axis=-3, channel_axis=1, fixed={-5: -1})
+    assert axes == ResolvedAxes(frame_axis=2, channel_axis=1, fixed={0: 3}, y_axis=3, x_axis=4)
+    zyx = resolve_axes((6, 32, 40), frame_axis=0)
+    assert (zyx.channel_axis, dict(zyx.fixed), zyx.y_axis, zyx.x_axis) == (None, {}, 1, 2)
+    # Y and X are the last two axes left, wherever the frame axis is.
+    yxt = resolve_axes((32, 40, 5), frame_axis=2)
+    assert (yxt.y_axis, yxt.x_axis) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "message"),
+    [
+        ((4, 32, 40), {"frame_axis": 3}, "frame_axis 3 is out of range"),
+        ((4, 32, 40), {"frame_axis": 0, "channel_axis": -4}, "channel_axis -4 is out of range"),
+        ((4, 2, 32, 40), {"frame_axis": 1, "channel_axis": 1}, "channel axis cannot be"),
+        ((4, 6, 32, 40), {"frame_axis": 0, "fixed": {0: 1}}, "it cannot be fixed"),
+        ((4, 6, 32, 40), {"frame_axis": 0, "fixed": {7: 1}}, "fixed axis 7 is out of range"),
+        ((4, 6, 32, 40), {"frame_axis": 0, "fixed": {1: 6}}, r"index 6 for axis 1 is out of"),
+        ((4, 6, 32, 40), {"frame_axis": 0, "fixed": {1: -7}}, r"index -7 for axis 1 is out of"),
+        ((4, 32, 40), {"frame_axis": 0, "fixed": {1: 0}}, r"no two image axes \(Y, X\)"),
+        ((4, 6, 32, 40), {"frame_axis": 0}, r"fixed index for axes \[1\].*fixed=\{1: 0\}"),
+    ],
+)
+def test_resolve_axes_errors_say_what_to_choose(shape, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_axes(shape, **kwargs)
 
 
 def test_stack_view_picks_axes_lazily() -> None:

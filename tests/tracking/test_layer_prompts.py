@@ -34,6 +34,8 @@ def test_plan_errors_say_what_to_choose():
         AxisPlan.from_shape((4, 2, 32, 40), frame_axis=1, channel_axis=1)
     with pytest.raises(ValueError, match="out of range"):
         AxisPlan.from_shape((4, 6, 32, 40), frame_axis=0, fixed={1: 6})
+    with pytest.raises(ValueError, match="RGB image keeps its colours in the last axis"):
+        AxisPlan.from_shape((5, 32, 40, 3), frame_axis=0, channel_axis=1, rgb=True)
 
 
 def test_labels_view_writes_into_the_label_array():

@@ -189,7 +189,7 @@ def test_keyboard_shortcuts_switch_object_and_polarity(scripted):
 def test_errors_reach_the_user_and_keep_labels(scripted, run_and_wait, monkeypatch):
     viewer, widget, points, _, _, trackers = scripted
     messages = []
-    monkeypatch.setattr("napari_sam2.widget._widget.show_error", messages.append)
+    monkeypatch.setattr("napari_sam2.widget.workers.show_error", messages.append)
     run_and_wait(widget, lambda: click(points, (0, 20, 10), 1))
     output = widget._output_layer()
     before = output.data.copy()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,15 @@ from napari_sam2.tracking.intensity import (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-__all__ = ["FrameSource", "StackView", "stack_view", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "FrameSource",
+    "StackView",
+    "ResolvedAxes",
+    "resolve_axes",
+    "stack_view",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
 
 
 class StackView:
@@ -100,6 +109,71 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer))
 
 
+@dataclass(frozen=True)
+class ResolvedAxes:
+    """A checked choice of axes: every axis index is in ``range(ndim)``, every fixed index in
+    ``range(size)``, and Y and X are the two axes left over, in order."""
+
+    frame_axis: int
+    channel_axis: int | None
+    fixed: Mapping[int, int]
+    y_axis: int
+    x_axis: int
+
+
+def resolve_axes(
+    shape: Sequence[int],
+    frame_axis: int,
+    channel_axis: int | None = None,
+    fixed: Mapping[int, int] | None = None,
+) -> ResolvedAxes:
+    """Check a choice of axes for data of ``shape`` and derive the Y and X axes.
+
+    ``frame_axis`` is the axis to propagate along, ``channel_axis`` the axis of channels (or
+    None) and ``fixed`` an index for every other axis that is neither Y nor X; the two axes
+    left are Y and X. Negative axes and indices count from the end and come back normalized.
+    Raises ``ValueError`` saying what is wrong and which axes are still to be chosen.
+    """
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+
+    def norm(axis: int, what: str) -> int:
+        if not -ndim <= axis < ndim:
+            raise ValueError(f"{what} {axis} is out of range for data of shape {shape}")
+        return axis % ndim
+
+    frame_axis = norm(frame_axis, "frame_axis")
+    if channel_axis is not None:
+        channel_axis = norm(channel_axis, "channel_axis")
+        if channel_axis == frame_axis:
+            raise ValueError(
+                f"channel_axis and frame_axis are both axis {frame_axis}: the channel axis "
+                "cannot be the axis to propagate along"
+            )
+    checked: dict[int, int] = {}
+    for axis, index in (fixed or {}).items():
+        axis, index = norm(axis, "fixed axis"), int(index)
+        if axis in (frame_axis, channel_axis):
+            raise ValueError(f"axis {axis} is the frame or channel axis; it cannot be fixed")
+        if not -shape[axis] <= index < shape[axis]:
+            raise ValueError(f"index {index} for axis {axis} is out of range (size {shape[axis]})")
+        checked[axis] = index % shape[axis]
+    rest = [a for a in range(ndim) if a not in checked and a not in (frame_axis, channel_axis)]
+    if len(rest) < 2:
+        raise ValueError(
+            f"data of shape {shape} has no two image axes (Y, X) left after choosing "
+            f"frame_axis={frame_axis}, channel_axis={channel_axis}, fixed={checked}"
+        )
+    if len(rest) > 2:
+        extra = rest[:-2]
+        raise ValueError(
+            f"data of shape {shape} needs a fixed index for axes {extra} (the axes that are "
+            f"neither propagated along, channels, Y nor X), e.g. fixed={{{extra[0]}: 0}}; the "
+            "last two remaining axes are Y and X"
+        )
+    return ResolvedAxes(frame_axis, channel_axis, checked, rest[0], rest[1])
+
+
 def stack_view(
     data: Any,
     frame_axis: int = 0,
@@ -112,53 +186,21 @@ def stack_view(
     channels (kept last in the view), and ``fixed`` gives an index for every other axis that
     is neither Y nor X, e.g. ``stack_view(tzyx, frame_axis=0, fixed={1: 12})`` propagates
     over time in slice z = 12 and ``stack_view(tzyx, frame_axis=1, fixed={0: 3})`` propagates
-    over z at time 3. The last two remaining axes are Y and X. Nothing is read until a frame
-    is indexed; a (T, H, W) or (T, H, W, C) input with the default arguments is returned as is.
+    over z at time 3. The last two remaining axes are Y and X (see :func:`resolve_axes`).
+    Nothing is read until a frame is indexed; a (T, H, W) or (T, H, W, C) input with the
+    default arguments is returned as is.
     """
-    shape = tuple(data.shape)
-    ndim = len(shape)
-    fixed = {} if fixed is None else dict(fixed)
-
-    def norm(axis: int, what: str) -> int:
-        if not -ndim <= axis < ndim:
-            raise ValueError(f"{what} {axis} is out of range for data with {ndim} axes {shape}")
-        return axis % ndim
-
-    frame_axis = norm(frame_axis, "frame_axis")
-    if channel_axis is not None:
-        channel_axis = norm(channel_axis, "channel_axis")
-        if channel_axis == frame_axis:
-            raise ValueError("channel_axis and frame_axis must be different axes")
-    fixed = {norm(a, "fixed axis"): int(i) for a, i in fixed.items()}
-    for axis, value in fixed.items():
-        if axis in (frame_axis, channel_axis):
-            raise ValueError(f"axis {axis} is the frame or channel axis; it cannot be fixed")
-        if not -shape[axis] <= value < shape[axis]:
-            raise ValueError(f"index {value} for axis {axis} is out of range (size {shape[axis]})")
-    rest = [a for a in range(ndim) if a not in fixed and a not in (frame_axis, channel_axis)]
-    if len(rest) < 2:
-        raise ValueError(
-            f"data of shape {shape} has no two image axes (Y, X) left after choosing "
-            f"frame_axis={frame_axis}, channel_axis={channel_axis}, fixed={fixed}"
-        )
-    if len(rest) > 2:
-        extra = rest[:-2]
-        raise ValueError(
-            f"data of shape {shape} has {ndim} axes: choose the axis to propagate along "
-            f"(frame_axis={frame_axis}), the channel axis, and a fixed index for axes {extra} "
-            f"(e.g. fixed={{{extra[0]}: 0}}); the last two remaining axes are Y and X"
-        )
-    y_axis, x_axis = rest
+    axes = resolve_axes(data.shape, frame_axis, channel_axis, fixed)
     plain = (
-        frame_axis == 0
-        and not fixed
-        and (y_axis, x_axis) == (1, 2)
-        and channel_axis in (None, 3)
-        and ndim == (3 if channel_axis is None else 4)
+        axes.frame_axis == 0
+        and not axes.fixed
+        and (axes.y_axis, axes.x_axis) == (1, 2)
+        and axes.channel_axis in (None, 3)
+        and len(data.shape) == (3 if axes.channel_axis is None else 4)
     )
     if plain:
         return data
-    return StackView(data, frame_axis, y_axis, x_axis, channel_axis, fixed)
+    return StackView(data, axes.frame_axis, axes.y_axis, axes.x_axis, axes.channel_axis, axes.fixed)
 
 
 class FrameSource:
@@ -180,7 +222,8 @@ class FrameSource:
         For a 4-D ``frames``: the channel axis, 1 for (T, C, H, W) or 3 / -1 for (T, H, W, C)
         (the default).
     channels
-        Which channels to use: one index (grey) or three (R, G, B).
+        Which channels to use: one index (grey), two (red and green, blue empty) or three
+        (R, G, B).
     percentiles
         Lower and upper percentiles used when ``contrast_limits`` is None.
     prefetch
@@ -253,13 +296,14 @@ class FrameSource:
             if count == 3:
                 return None
             raise ValueError(
-                f"frames have {count} channels (shape {shape}): choose one channel (grey) or "
-                "three (R, G, B) with channels=..., e.g. channels=[0]"
+                f"frames have {count} channels (shape {shape}): choose one channel (grey), two "
+                "(red, green) or three (R, G, B) with channels=..., e.g. channels=[0]"
             )
         channels = tuple(int(c) for c in channels)
-        if len(channels) not in (1, 3):
+        if len(channels) not in (1, 2, 3):
             raise ValueError(
-                f"channels must name one channel (grey) or three (R, G, B), got {channels}"
+                "channels must name one channel (grey), two (red, green) or three (R, G, B), "
+                f"got {channels}"
             )
         for c in channels:
             if not -count <= c < count:
@@ -317,6 +361,8 @@ class FrameSource:
         x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)  # (c, H, W)
         if x.shape[0] == 1:
             x = x.expand(3, -1, -1)
+        elif x.shape[0] == 2:  # a two-colour overlay: red and green, blue empty
+            x = torch.cat((x, torch.zeros_like(x[:1])))
         s = self.image_size
         if tuple(x.shape[1:]) != (s, s):
             shrinking = x.shape[1] > s or x.shape[2] > s

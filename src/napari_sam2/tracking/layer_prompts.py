@@ -7,7 +7,8 @@ frame pixels the :class:`~napari_sam2.tracking.tracker.Tracker` takes.
 
 :class:`AxisPlan` says how the image's axes map to the tracked (T, H, W) stack: the axis to
 propagate along, the Y and X axes, a channel axis (ignored for prompts) and a fixed index for
-every other axis, with the same rules as :func:`napari_sam2.tracking.frames.stack_view`.
+every other axis, checked by :func:`napari_sam2.tracking.frames.resolve_axes` (the rules of
+:func:`~napari_sam2.tracking.frames.stack_view`).
 
 :func:`diff_prompts` compares two prompt sets so the widget only re-runs the decoder for the
 (frame, object) pairs that changed.
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from napari_sam2.tracking.frames import resolve_axes
 
 __all__ = [
     "AxisPlan",
@@ -67,54 +70,28 @@ class AxisPlan:
         """Check the choice of axes for an image of ``shape`` and derive Y and X.
 
         With ``rgb`` the last axis holds the colours and ``channel_axis`` must be None or that
-        axis. Raises ``ValueError`` saying which axes are still to be chosen.
+        axis. Raises ``ValueError`` saying which axes are still to be chosen (the checks of
+        :func:`~napari_sam2.tracking.frames.resolve_axes`).
         """
         shape = tuple(int(s) for s in shape)
         ndim = len(shape)
-
-        def norm(axis: int, what: str) -> int:
-            if not -ndim <= axis < ndim:
-                raise ValueError(f"{what} {axis} is out of range for an image of shape {shape}")
-            return axis % ndim
-
         if rgb:
-            if channel_axis is not None and norm(channel_axis, "channel axis") != ndim - 1:
-                raise ValueError("an RGB image keeps its colours in the last axis")
-            channel_axis = ndim - 1
-        frame_axis = norm(frame_axis, "frame axis")
-        if channel_axis is not None:
-            channel_axis = norm(channel_axis, "channel axis")
-            if channel_axis == frame_axis:
-                raise ValueError("the channel axis cannot be the axis to propagate along")
-        fixed = {norm(a, "fixed axis"): int(i) for a, i in (fixed or {}).items()}
-        for axis, index in fixed.items():
-            if axis in (frame_axis, channel_axis):
-                raise ValueError(f"axis {axis} is the frame or channel axis; it cannot be fixed")
-            if not 0 <= index < shape[axis]:
+            if channel_axis is not None and channel_axis not in (ndim - 1, -1):
                 raise ValueError(
-                    f"index {index} is out of range for axis {axis} (size {shape[axis]})"
+                    f"an RGB image keeps its colours in the last axis: channel_axis must be "
+                    f"None or {ndim - 1}, got {channel_axis}"
                 )
-        rest = [a for a in range(ndim) if a not in fixed and a not in (frame_axis, channel_axis)]
-        if len(rest) < 2:
-            raise ValueError(
-                f"an image of shape {shape} has no Y and X axes left after choosing the frame "
-                f"axis {frame_axis} and channel axis {channel_axis}"
-            )
-        # Axes beyond Y and X that were not fixed: the caller must choose an index for them.
-        if len(rest) > 2:
-            raise ValueError(
-                f"an image of shape {shape} needs a fixed index for axes {rest[:-2]} "
-                "(the axes that are neither propagated along, channels, Y nor X)"
-            )
+            channel_axis = ndim - 1
+        axes = resolve_axes(shape, frame_axis, channel_axis, fixed)
         return cls(
             ndim=ndim,
-            frame_axis=frame_axis,
-            y_axis=rest[0],
-            x_axis=rest[1],
-            num_frames=shape[frame_axis],
-            channel_axis=channel_axis,
+            frame_axis=axes.frame_axis,
+            y_axis=axes.y_axis,
+            x_axis=axes.x_axis,
+            num_frames=shape[axes.frame_axis],
+            channel_axis=axes.channel_axis,
             rgb=rgb,
-            fixed=fixed,
+            fixed=dict(axes.fixed),
         )
 
     @property

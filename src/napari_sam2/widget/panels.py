@@ -1,0 +1,169 @@
+"""The form sections of the SAM 2 dock widget: controls only, no behaviour.
+
+Each panel is a ``QGroupBox`` that builds its controls and lays them out; the
+:class:`~napari_sam2.widget._widget.SAM2Widget` adopts the controls as its own attributes and
+connects them. Nothing here knows about layers, sessions or workers.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+)
+
+from napari_sam2.widget.session import DIRECTIONS
+from napari_sam2.widget.timeline import Timeline
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_MODEL = "sam2.1_hiera_tiny"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEVICES",
+    "ExportPanel",
+    "ImagePanel",
+    "ModelPanel",
+    "PromptsPanel",
+    "PropagatePanel",
+]
+
+
+class ImagePanel(QGroupBox):
+    """The image to track, the axis to track along and the channel(s) to use."""
+
+    def __init__(self) -> None:
+        super().__init__("Image")
+        form = QFormLayout(self)
+        self.image_combo = QComboBox()
+        self.axis_combo = QComboBox()
+        self.channel_axis_combo = QComboBox()
+        self.channel_combo = QComboBox()
+        self.axes_info = QLabel()
+        self.axes_info.setWordWrap(True)
+        form.addRow("image", self.image_combo)
+        form.addRow("track along", self.axis_combo)
+        form.addRow("channel axis", self.channel_axis_combo)
+        form.addRow("channel", self.channel_combo)
+        form.addRow(self.axes_info)
+
+
+class ModelPanel(QGroupBox):
+    """The model (a named checkpoint or a local file), its download and the device."""
+
+    def __init__(self) -> None:
+        super().__init__("Model")
+        from napari_sam2.weights import CHECKPOINT_NAMES
+
+        form = QFormLayout(self)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(list(CHECKPOINT_NAMES))
+        self.model_combo.setCurrentText(DEFAULT_MODEL)
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("optional: a local .pt checkpoint")
+        self.browse_button = QPushButton("...")
+        self.browse_button.setMaximumWidth(30)
+        row = QHBoxLayout()
+        row.addWidget(self.checkpoint_edit)
+        row.addWidget(self.browse_button)
+        self.model_status = QLabel()
+        self.download_button = QPushButton("Download")
+        self.download_bar = QProgressBar()
+        self.download_bar.setVisible(False)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.model_status, 1)
+        status_row.addWidget(self.download_button)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICES))
+        form.addRow("model", self.model_combo)
+        form.addRow("checkpoint", row)
+        form.addRow("weights", status_row)
+        form.addRow(self.download_bar)
+        form.addRow("device", self.device_combo)
+
+
+class PromptsPanel(QGroupBox):
+    """The prompt layers (clicks, boxes, masks) and the object being prompted."""
+
+    def __init__(self) -> None:
+        super().__init__("Prompts")
+        form = QFormLayout(self)
+        self.points_combo = QComboBox()
+        self.shapes_combo = QComboBox()
+        self.masks_combo = QComboBox()
+        self.new_prompts_button = QPushButton("New prompt layers")
+        self.object_spin = QSpinBox()
+        self.object_spin.setRange(1, 65535)
+        self.next_object_button = QPushButton("Next object (n)")
+        self.polarity_button = QPushButton()
+        self.polarity_button.setCheckable(True)
+        self.polarity_button.setToolTip("Positive clicks add to the object, negative ones cut")
+        self.remove_object_button = QPushButton("Remove object")
+        obj_row = QHBoxLayout()
+        obj_row.addWidget(self.object_spin)
+        obj_row.addWidget(self.next_object_button)
+        click_row = QHBoxLayout()
+        click_row.addWidget(self.polarity_button)
+        click_row.addWidget(self.remove_object_button)
+        form.addRow(self.new_prompts_button)
+        form.addRow("clicks", self.points_combo)
+        form.addRow("boxes", self.shapes_combo)
+        form.addRow("masks", self.masks_combo)
+        form.addRow("object", obj_row)
+        form.addRow(click_row)
+
+
+class PropagatePanel(QGroupBox):
+    """The output layer, the run settings, run / cancel and the per-object timeline."""
+
+    def __init__(self) -> None:
+        super().__init__("Propagate")
+        form = QFormLayout(self)
+        self.output_combo = QComboBox()
+        self.direction_combo = QComboBox()
+        self.direction_combo.addItems(list(DIRECTIONS))
+        self.start_spin = QSpinBox()
+        self.start_spin.setRange(-1, 1_000_000)
+        self.start_spin.setValue(-1)
+        self.start_spin.setSpecialValueText("auto")
+        self.start_spin.setToolTip(
+            "auto: the first (reverse: last) frame whose prompts changed since the last run, "
+            "so a correction re-propagates from its own frame"
+        )
+        self.frames_spin = QSpinBox()
+        self.frames_spin.setRange(0, 1_000_000)
+        self.frames_spin.setSpecialValueText("all")
+        self.frames_spin.setToolTip("how many frames after the start frame (all: to the end)")
+        self.propagate_button = QPushButton("Propagate")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.propagate_button)
+        run_row.addWidget(self.cancel_button)
+        self.timeline = Timeline()
+        form.addRow("output", self.output_combo)
+        form.addRow("direction", self.direction_combo)
+        form.addRow("start frame", self.start_spin)
+        form.addRow("frames", self.frames_spin)
+        form.addRow(run_row)
+        form.addRow(self.timeline)
+
+
+class ExportPanel(QGroupBox):
+    """Export buttons: label TIFF, Cell Tracking Challenge folder, presence table."""
+
+    def __init__(self) -> None:
+        super().__init__("Export")
+        row = QHBoxLayout(self)
+        self.export_tiff_button = QPushButton("TIFF")
+        self.export_ctc_button = QPushButton("CTC")
+        self.export_csv_button = QPushButton("CSV")
+        for button in (self.export_tiff_button, self.export_ctc_button, self.export_csv_button):
+            row.addWidget(button)
