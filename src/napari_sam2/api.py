@@ -165,7 +165,15 @@ def track(
         labels = np.zeros(shape, np.uint16)
     elif tuple(labels.shape) != shape:
         raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the frames {shape}")
-    tracker = Tracker(net, frames, fill_hole_area=fill_hole_area, dtype=autocast_dtype(dev))
+    # a headless run visits each frame once (twice only between prompts with "both"):
+    # caching image features would hold memory for little gain
+    tracker = Tracker(
+        net,
+        frames,
+        fill_hole_area=fill_hole_area,
+        dtype=autocast_dtype(dev),
+        feature_cache_bytes=0,
+    )
     writer, table = LabelsWriter(labels), PresenceTable()
     apply_prompts(tracker, records)
     for result in propagate_into(

@@ -194,7 +194,11 @@ def _make_tracker(model: Any, frames: Any, fill_hole_area: int, autocast: Any) -
     """The tracker the CLI drives (tests replace this with a scripted stand-in)."""
     from napari_sam2.tracking.tracker import Tracker
 
-    return Tracker(model, frames, fill_hole_area=fill_hole_area, dtype=autocast)
+    # A headless run visits each frame once (twice only between prompts with "both"):
+    # caching image features would hold memory for little gain.
+    return Tracker(
+        model, frames, fill_hole_area=fill_hole_area, dtype=autocast, feature_cache_bytes=0
+    )
 
 
 def run_track(args: argparse.Namespace) -> int:
