@@ -23,7 +23,8 @@ def encoded(precision, mini_frames):
     x = _input(dtype, image, mini_frames)
     with torch.no_grad():
         trunk = model.image_encoder.trunk(x)
-        neck, pos = model.image_encoder(x)
+        neck, _ = model.image_encoder(x)
+        pos = [model.image_encoder.neck.position_encoding(level) for level in neck]
         feats = model.encode_image(x)
     return model, dtype, image, atol, x, trunk, neck, pos, feats
 

@@ -28,9 +28,10 @@ class FpnNeck(nn.Module):
         self.convs = nn.ModuleList(_Lateral(c, config.hidden_dim) for c in config.channel_list)
         self.top_down_levels = tuple(config.fpn_top_down_levels)
         self.scalp = config.scalp
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
 
-    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Trunk levels (finest first) -> kept levels and their sine PE (finest first)."""
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Trunk levels (finest first) -> the kept levels (finest first)."""
         n = len(xs) - 1
         outs: list[torch.Tensor] = [xs[0]] * len(xs)
         prev = None
@@ -41,11 +42,17 @@ class FpnNeck(nn.Module):
             else:
                 prev = lateral
             outs[i] = prev
-        outs = outs[: len(outs) - self.scalp] if self.scalp > 0 else outs
-        pos = [
-            sine_2d(self.d_model, o.shape[-2], o.shape[-1], dtype=o.dtype, device=o.device)
-            .unsqueeze(0)
-            .expand(o.shape[0], -1, -1, -1)
-            for o in outs
-        ]
-        return outs, pos
+        return outs[: len(outs) - self.scalp] if self.scalp > 0 else outs
+
+    def position_encoding(self, level: torch.Tensor) -> torch.Tensor:
+        """Sine PE (B, C, H, W) of a level (B, C, H, W).
+
+        Computed on demand and cached per grid: the model only uses the stride-16 one, and it
+        is the same for every frame (the official code recomputes all levels per frame).
+        """
+        b, _, h, w = level.shape
+        key = (h, w, level.dtype, level.device)
+        if key not in self._pos_cache:
+            pe = sine_2d(self.d_model, h, w, dtype=level.dtype, device=level.device)
+            self._pos_cache[key] = pe.unsqueeze(0)
+        return self._pos_cache[key].expand(b, -1, -1, -1)

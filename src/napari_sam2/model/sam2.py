@@ -50,8 +50,10 @@ class ImageEncoder(nn.Module):
         self.trunk = Hiera(config)
         self.neck = FpnNeck(config)
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        return self.neck(self.trunk(images))
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """-> the neck levels (finest first) and the PE of the coarsest kept (stride-16) one."""
+        levels = self.neck(self.trunk(images))
+        return levels, self.neck.position_encoding(levels[-1])
 
 
 class SAM2Model(nn.Module):
@@ -114,7 +116,7 @@ class SAM2Model(nn.Module):
         dec = self.sam_mask_decoder
         return ImageFeatures(
             vision=feats[-1],
-            vision_pos=pos[-1],
+            vision_pos=pos,
             high_res=(dec.conv_s0(feats[0]), dec.conv_s1(feats[1])),
         )
 
