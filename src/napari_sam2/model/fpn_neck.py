@@ -52,7 +52,9 @@ class FpnNeck(nn.Module):
         """
         b, _, h, w = level.shape
         key = (h, w, level.dtype, level.device)
-        if key not in self._pos_cache:
-            pe = sine_2d(self.d_model, h, w, dtype=level.dtype, device=level.device)
-            self._pos_cache[key] = pe.unsqueeze(0)
-        return self._pos_cache[key].expand(b, -1, -1, -1)
+        pe = self._pos_cache.get(key)
+        if pe is None:
+            pe = sine_2d(self.d_model, h, w, dtype=level.dtype, device=level.device)[None]
+            if not torch.is_grad_enabled():  # a cached inference tensor cannot enter autograd
+                self._pos_cache[key] = pe
+        return pe.expand(b, -1, -1, -1)

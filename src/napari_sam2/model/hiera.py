@@ -140,7 +140,7 @@ class Hiera(nn.Module):
             self.pos_embed.data_ptr(),
             self.pos_embed_window.data_ptr(),
         )
-        if torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+        if torch.is_grad_enabled():
             return self._compute_pos_embed(h, w)
         if self._pos_cache is None or self._pos_cache[0] != key:
             self._pos_cache = (key, self._compute_pos_embed(h, w))
