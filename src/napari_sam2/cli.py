@@ -11,6 +11,7 @@ outputs holding the frames done so far (exit status 130). See docs/cli.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 import tempfile
 import time
@@ -324,9 +325,28 @@ def run_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _give_freed_tensors_back() -> None:
+    """Let glibc allocate tensors of 1 MB and more with mmap, so that freeing them gives the
+    memory back to the system.
+
+    By default glibc raises its mmap threshold after the first large tensor is freed and serves
+    later ones from the heap, whose fragmentation grows the resident memory of a long run by
+    about a megabyte a frame (benchmarks/README.md). A fixed threshold keeps it flat.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    m_mmap_threshold = -3
+    libc.mallopt(m_mmap_threshold, 1 << 20)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-sam2`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    _give_freed_tensors_back()
     try:
         if args.command == "track":
             return run_track(args)
