@@ -8,6 +8,8 @@ import pytest
 import torch
 from sam2_testing import close, normalize
 
+from napari_sam2.model.memory_attention import RoPEAttention
+
 MEM_ATOL = {torch.float32: 0.07, torch.float64: 1e-6}  # stored features are bfloat16 values
 T_MAX = 7  # min(8 frames, 16) - 1
 
@@ -91,9 +93,13 @@ def _assemble_obj2(model, t):
     return torch.cat((cond, prev, ptok), 1), torch.cat((cond_pos, prev_pos, ppos), 1), 4
 
 
+@pytest.mark.parametrize("raw_values", [True, False], ids=["raw-values", "sdpa"])
 @pytest.mark.parametrize("obj,assemble", [(1, _assemble_obj1), (2, _assemble_obj2)])
-def test_memory_sequence_and_attention(setup, obj, assemble):
+def test_memory_sequence_and_attention(setup, obj, assemble, raw_values, monkeypatch):
+    """Both cross-attention paths: values projected after (CPU) or before (GPU) attending."""
     model, dtype, video, atol, feats, t = setup
+    if not raw_values:
+        monkeypatch.setattr(RoPEAttention, "uses_raw_values", lambda self, device: False)
     prefix = f"dbg_s3_f1_obj{obj}"
     with torch.no_grad():
         memory, memory_pos, n_ptr = assemble(model, t)

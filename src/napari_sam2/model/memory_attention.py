@@ -8,7 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SAM2Config
-from .position_encoding import apply_rope, axial_rope_tables
+from .position_encoding import axial_rope_tables, rope_halves_order, rotate_halves
+
+# Scratch for one block of cross-attention scores on the CPU (queries x memory tokens).
+_SCORE_BUFFER_BYTES = 64 * 2**20
 
 
 class RoPEAttention(nn.Module):
@@ -21,6 +24,15 @@ class RoPEAttention(nn.Module):
         self.v_proj = nn.Linear(kv_in_dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         self.theta = theta
+        self.register_buffer("halves_order", rope_halves_order(dim), persistent=False)
+
+    def _project_in_halves(self, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """linear(x) with its features in halves order, ready for `rotate_halves`."""
+        return F.linear(x, linear.weight[self.halves_order], linear.bias[self.halves_order])
+
+    def uses_raw_values(self, device: torch.device) -> bool:
+        """Whether attention weights are applied to the narrow values before v_proj."""
+        return device.type == "cpu" and self.v_proj.in_features < self.v_proj.out_features
 
     def forward(
         self,
@@ -29,11 +41,15 @@ class RoPEAttention(nn.Module):
         v: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         num_k_exclude_rope: int = 0,
+        scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """q (B, n, C); k, v (B, m, kv_in_dim); the last num_k_exclude_rope keys keep no RoPE."""
+        """q (B, n, C); k, v (B, m, kv_in_dim); the last num_k_exclude_rope keys keep no RoPE.
+
+        scores: optional scratch (rows, m) for the CPU path of `uses_raw_values`.
+        """
         cos, sin = rope
-        q = apply_rope(self.q_proj(q), cos, sin)
-        k = self.k_proj(k)
+        q = rotate_halves(self._project_in_halves(self.q_proj, q), cos, sin)
+        k = self._project_in_halves(self.k_proj, k)
         n_rope = k.shape[1] - num_k_exclude_rope
         if n_rope > 0:
             # every spatial memory frame reuses the query grid's rotations
@@ -43,12 +59,56 @@ class RoPEAttention(nn.Module):
                     f"{n_rope} spatial memory tokens are not whole frames of {cos.shape[0]} "
                     "tokens; check num_pointer_tokens"
                 )
-            k_rope = apply_rope(k[:, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
-            k = torch.cat((k_rope, k[:, n_rope:]), dim=1) if num_k_exclude_rope else k_rope
+            frames = k[:, :n_rope].unflatten(1, (reps, cos.shape[0]))
+            rotated = rotate_halves(frames, cos, sin)
+            if rotated.data_ptr() != frames.data_ptr():  # rotated in another dtype
+                k = torch.cat((rotated.flatten(1, 2), k[:, n_rope:]), dim=1)
+        if self.uses_raw_values(q.device):
+            return self.out_proj(self._attend_to_raw_values(q, k, v, scores))
         out = F.scaled_dot_product_attention(
             q.unsqueeze(1), k.unsqueeze(1), self.v_proj(v).unsqueeze(1)
         )
         return self.out_proj(out.squeeze(1))
+
+    def _attend_to_raw_values(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scores: torch.Tensor | None
+    ) -> torch.Tensor:
+        """softmax(q k^T / sqrt(C)) v_proj(v), with v_proj applied after the attention.
+
+        The attention weights of a query sum to one, so they commute with the affine value
+        projection: attending to the narrow memory (kv_in_dim = 64) and projecting afterwards
+        is the same function at a quarter of the cost of the weighted sum. torch's flash
+        kernel needs equal query and value widths, so the scores are computed here in blocks
+        of queries that fit the scratch buffer.
+        """
+        n, m = q.shape[1], k.shape[1]
+        if scores is None:
+            scores = score_buffer(q, m)
+        rows = scores.shape[0]
+        q = q * q.shape[-1] ** -0.5
+        out = v.new_empty(q.shape[0], n, v.shape[-1])
+        for b in range(q.shape[0]):
+            k_t = k[b].t()  # (C, m), a view: mm reads it transposed
+            for start in range(0, n, rows):
+                stop = min(start + rows, n)
+                block = scores[: stop - start]
+                torch.mm(q[b, start:stop], k_t, out=block[:, :m])
+                block[:, m:] = float("-inf")  # padding columns weigh nothing  # padding columns weigh nothing
+                torch.softmax(block, dim=-1, out=block)
+                torch.mm(block[:, :m], v[b], out=out[b, start:stop])
+        return self.v_proj(out)
+
+
+def score_buffer(q: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """Scratch for blocks of attention scores of queries q (B, n, C) on num_keys keys.
+
+    Rows are padded to a multiple of 16 elements: the score GEMM is about a quarter slower
+    when its output rows do not start on 64-byte boundaries (the number of object-pointer
+    tokens changes the key count from frame to frame).
+    """
+    width = -(-num_keys // 16) * 16
+    rows = max(1, min(q.shape[1], _SCORE_BUFFER_BYTES // (width * q.element_size())))
+    return q.new_empty(rows, width)
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -66,14 +126,16 @@ class MemoryAttentionLayer(nn.Module):
         self,
         x: torch.Tensor,
         memory: torch.Tensor,
-        memory_pos: torch.Tensor,
+        memory_keys: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         num_pointer_tokens: int,
+        scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """memory_keys: memory plus its position encoding (the keys' input)."""
         a = self.norm1(x)
         x = x + self.self_attn(a, a, a, rope)
         a = self.norm2(x)
-        x = x + self.cross_attn_image(a, memory + memory_pos, memory, rope, num_pointer_tokens)
+        x = x + self.cross_attn_image(a, memory_keys, memory, rope, num_pointer_tokens, scores)
         a = self.norm3(x)
         return x + self.linear2(F.relu(self.linear1(a)))
 
@@ -114,7 +176,11 @@ class MemoryAttention(nn.Module):
         if side * side != x.shape[1]:
             raise ValueError("memory attention needs a square token grid")
         rope = self.rope_tables(side, self.norm.weight.dtype, x.device)
+        memory_keys = memory + memory_pos
+        scores = None
+        if self.layers and self.layers[0].cross_attn_image.uses_raw_values(x.device):
+            scores = score_buffer(x, memory.shape[1])  # shared by the layers
         x = x + 0.1 * x_pos
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, rope, num_pointer_tokens)
+            x = layer(x, memory, memory_keys, rope, num_pointer_tokens, scores)
         return self.norm(x)

@@ -105,10 +105,30 @@ def axial_rope_tables(
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs (2p, 2p+1) of x (..., n, D) by tables (n, D/2)."""
-    # like the reference, rotate in the tables' dtype (float32 under autocast)
-    pairs = x.to(cos.dtype).unflatten(-1, (-1, 2))
-    a, b = pairs[..., 0], pairs[..., 1]
-    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+def rope_halves_order(dim: int) -> torch.Tensor:
+    """Feature order that puts the first element of every RoPE pair in the first half and
+    the second in the second half: [0, 2, 4, ..., 1, 3, 5, ...].
+
+    Queries and keys projected in this order give the same dot products (one permutation
+    applied to both) and rotate with contiguous halves instead of stride-2 pairs.
+    """
+    return torch.cat((torch.arange(0, dim, 2), torch.arange(1, dim, 2)))
+
+
+def rotate_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (..., n, D) in halves order (see `rope_halves_order`) by tables (n, D/2).
+
+    Without autograd and in the tables' dtype, x is rotated in place (callers pass a fresh
+    projection). Otherwise the rotation is computed in the tables' dtype, as the reference
+    does under autocast (float32), and cast back.
+    """
+    half = x.shape[-1] // 2
+    if x.dtype != cos.dtype or x.requires_grad:
+        first, second = x.to(cos.dtype).split(half, dim=-1)
+        rotated = (first * cos - second * sin, first * sin + second * cos)
+        return torch.cat(rotated, dim=-1).to(x.dtype)
+    first, second = x.narrow(-1, 0, half), x.narrow(-1, half, half)
+    first_before = first.clone()
+    first.mul_(cos).addcmul_(second, sin, value=-1)
+    second.mul_(cos).addcmul_(first_before, sin)
+    return x
