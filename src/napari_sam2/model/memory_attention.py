@@ -93,7 +93,7 @@ class RoPEAttention(nn.Module):
                 stop = min(start + rows, n)
                 block = scores[: stop - start]
                 torch.mm(q[b, start:stop], k_t, out=block[:, :m])
-                block[:, m:] = float("-inf")  # padding columns weigh nothing  # padding columns weigh nothing
+                block[:, m:] = float("-inf")  # padding columns weigh nothing
                 torch.softmax(block, dim=-1, out=block)
                 torch.mm(block[:, :m], v[b], out=out[b, start:stop])
         return self.v_proj(out)
