@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def apply_in_row_chunks(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int
+) -> torch.Tensor:
+    """fn(x) for an fn that treats the rows (axis 0) of x independently, `rows` at a time.
+
+    Keeps transient tensors small: glibc serves allocations above 32 MB with fresh memory
+    maps that are page-faulted in on every call, which cost the image encoder about 15 % of
+    its time on 1024 px frames.
+    """
+    if x.shape[0] <= rows:
+        return fn(x)
+    first = fn(x[:rows])
+    out = first.new_empty((x.shape[0], *first.shape[1:]))
+    out[:rows] = first
+    for start in range(rows, x.shape[0], rows):
+        out[start : start + rows] = fn(x[start : start + rows])
+    return out
 
 
 class MLP(nn.Module):

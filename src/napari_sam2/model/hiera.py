@@ -9,8 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
+from .common import MLP, apply_in_row_chunks
 from .config import BlockSpec, SAM2Config
+
+# Largest transient tensor of a chunk of windows or tokens (see `apply_in_row_chunks`).
+_CHUNK_BYTES = 8 * 2**20
 
 
 def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -90,27 +93,42 @@ class MultiScaleBlock(nn.Module):
         if spec.dim != spec.dim_out:
             self.proj = nn.Linear(spec.dim, spec.dim_out)
 
+    def _pooled_projection(self, a: torch.Tensor) -> torch.Tensor:
+        """2x2 max-pool of proj(a) (B, H, W, C), a few pairs of token rows at a time."""
+        b, h, w, c = a.shape
+        row_pairs = a[:, : h - h % 2].reshape(b * (h // 2), 2, w, c)
+        pair_bytes = 2 * w * self.proj.out_features * a.element_size()
+        pooled = apply_in_row_chunks(
+            lambda t: _max_pool_2x2(self.proj(t)), row_pairs, max(1, _CHUNK_BYTES // pair_bytes)
+        )  # (B * H/2, 1, W/2, C')
+        return pooled.view(b, h // 2, w // 2, -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.norm1(x)
         shortcut = x
         if self.spec.dim != self.spec.dim_out:
             # the widening shortcut is taken from the *normalized* input
-            shortcut = self.proj(a)
-            if self.spec.q_pool:
-                shortcut = _max_pool_2x2(shortcut)
+            shortcut = self._pooled_projection(a) if self.spec.q_pool else self.proj(a)
         window = self.spec.window_size
         if window > 0:
-            h, w = a.shape[1:3]
             a, _ = _window_partition(a, window)
-        a = self.attn(a)
-        if window > 0:
+            # windows attend independently: a few at a time, sized by their qkv tensor
+            qkv_bytes = window * window * self.attn.qkv.out_features * a.element_size()
+            a = apply_in_row_chunks(self.attn, a, max(1, _CHUNK_BYTES // qkv_bytes))
             if self.spec.q_pool:
                 window //= 2
             h, w = shortcut.shape[1:3]
             padded = (h + (-h) % window, w + (-w) % window)
             a = _window_unpartition(a, window, padded, (h, w))
+        else:
+            a = self.attn(a)
         x = shortcut + a
-        return x + self.mlp(self.norm2(x))
+        tokens = x.flatten(0, 2)
+        hidden_bytes = self.mlp.layers[0].out_features * x.element_size()
+        mlp = apply_in_row_chunks(
+            lambda t: self.mlp(self.norm2(t)), tokens, max(1, _CHUNK_BYTES // hidden_bytes)
+        )
+        return x + mlp.view_as(x)
 
 
 class Hiera(nn.Module):
