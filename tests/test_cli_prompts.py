@@ -55,7 +55,7 @@ def test_plain_points_default_to_object_one_and_4d_points_use_fixed_axes(tmp_pat
 def test_json_points_box_and_mask(tmp_path) -> None:
     masks = np.zeros((4, 20, 30), np.uint16)
     masks[2, 5:9, 10:15] = 3
-    tifffile.imwrite(tmp_path / "m.tif", masks)
+    tifffile.imwrite(tmp_path / "m.tif", masks, photometric="minisblack")
     spec = {
         "prompts": [
             {"frame": 0, "object_id": 1, "points": [[3, 4], [5, 6]], "labels": [1, 0]},

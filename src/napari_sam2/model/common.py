@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Largest transient tensor of a chunk of windows or tokens (see `apply_in_row_chunks`).
+CHUNK_BYTES = 8 * 2**20
+
 
 def apply_in_row_chunks(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int

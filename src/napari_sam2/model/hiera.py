@@ -9,11 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, apply_in_row_chunks
+from .common import CHUNK_BYTES, MLP, apply_in_row_chunks
 from .config import BlockSpec, SAM2Config
-
-# Largest transient tensor of a chunk of windows or tokens (see `apply_in_row_chunks`).
-_CHUNK_BYTES = 8 * 2**20
 
 
 def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -99,7 +96,7 @@ class MultiScaleBlock(nn.Module):
         row_pairs = a[:, : h - h % 2].reshape(b * (h // 2), 2, w, c)
         pair_bytes = 2 * w * self.proj.out_features * a.element_size()
         pooled = apply_in_row_chunks(
-            lambda t: _max_pool_2x2(self.proj(t)), row_pairs, max(1, _CHUNK_BYTES // pair_bytes)
+            lambda t: _max_pool_2x2(self.proj(t)), row_pairs, max(1, CHUNK_BYTES // pair_bytes)
         )  # (B * H/2, 1, W/2, C')
         return pooled.view(b, h // 2, w // 2, -1)
 
@@ -114,7 +111,7 @@ class MultiScaleBlock(nn.Module):
             a, _ = _window_partition(a, window)
             # windows attend independently: a few at a time, sized by their qkv tensor
             qkv_bytes = window * window * self.attn.qkv.out_features * a.element_size()
-            a = apply_in_row_chunks(self.attn, a, max(1, _CHUNK_BYTES // qkv_bytes))
+            a = apply_in_row_chunks(self.attn, a, max(1, CHUNK_BYTES // qkv_bytes))
             if self.spec.q_pool:
                 window //= 2
             h, w = shortcut.shape[1:3]
@@ -126,7 +123,7 @@ class MultiScaleBlock(nn.Module):
         tokens = x.flatten(0, 2)
         hidden_bytes = self.mlp.layers[0].out_features * x.element_size()
         mlp = apply_in_row_chunks(
-            lambda t: self.mlp(self.norm2(t)), tokens, max(1, _CHUNK_BYTES // hidden_bytes)
+            lambda t: self.mlp(self.norm2(t)), tokens, max(1, CHUNK_BYTES // hidden_bytes)
         )
         return x + mlp.view_as(x)
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import CHUNK_BYTES, apply_in_row_chunks
 from .config import SAM2Config
 from .position_encoding import axial_rope_tables, rope_halves_order, rotate_halves
 
@@ -61,7 +62,7 @@ class RoPEAttention(nn.Module):
                 )
             frames = k[:, :n_rope].unflatten(1, (reps, cos.shape[0]))
             rotated = rotate_halves(frames, cos, sin)
-            if rotated.data_ptr() != frames.data_ptr():  # rotated in another dtype
+            if rotated is not frames:  # rotated out of place (other dtype, autograd)
                 k = torch.cat((rotated.flatten(1, 2), k[:, n_rope:]), dim=1)
         if self.uses_raw_values(q.device):
             return self.out_proj(self._attend_to_raw_values(q, k, v, scores))
@@ -136,8 +137,14 @@ class MemoryAttentionLayer(nn.Module):
         x = x + self.self_attn(a, a, a, rope)
         a = self.norm2(x)
         x = x + self.cross_attn_image(a, memory_keys, memory, rope, num_pointer_tokens, scores)
-        a = self.norm3(x)
-        return x + self.linear2(F.relu(self.linear1(a)))
+        tokens = x.flatten(0, 1)
+        hidden_bytes = self.linear1.out_features * x.element_size()
+        ffn = apply_in_row_chunks(
+            lambda t: self.linear2(F.relu(self.linear1(self.norm3(t)))),
+            tokens,
+            max(1, CHUNK_BYTES // hidden_bytes),
+        )
+        return x + ffn.view_as(x)
 
 
 class MemoryAttention(nn.Module):
