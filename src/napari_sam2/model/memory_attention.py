@@ -32,8 +32,13 @@ class RoPEAttention(nn.Module):
         return F.linear(x, linear.weight[self.halves_order], linear.bias[self.halves_order])
 
     def uses_raw_values(self, device: torch.device) -> bool:
-        """Whether attention weights are applied to the narrow values before v_proj."""
-        return device.type == "cpu" and self.v_proj.in_features < self.v_proj.out_features
+        """Whether attention weights are applied to the narrow values before v_proj: on the
+        CPU, without autograd (the blocks are written into a scratch buffer)."""
+        return (
+            device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and self.v_proj.in_features < self.v_proj.out_features
+        )
 
     def forward(
         self,

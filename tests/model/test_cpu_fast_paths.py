@@ -1,0 +1,84 @@
+"""The CPU speed paths compute the same function as the plain formulation: cross-attention
+with scores in blocks and values projected afterwards, and layers applied in row chunks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_sam2.model import build_sam2, common, hiera, memory_attention
+from napari_sam2.model.memory_attention import RoPEAttention
+from napari_sam2.model.position_encoding import axial_rope_tables
+
+
+@pytest.mark.parametrize("num_pointer_tokens", [0, 4, 6])
+def test_raw_value_path_matches_projected_values(monkeypatch, num_pointer_tokens):
+    torch.manual_seed(0)
+    side, dim, mem_dim, frames = 4, 32, 8, 3
+    attn = RoPEAttention(dim, mem_dim, 10000.0).double()
+    rope = axial_rope_tables(dim, side, 10000.0, dtype=torch.float64, device="cpu")
+    q = torch.randn(2, side * side, dim, dtype=torch.float64)
+    n_keys = frames * side * side + num_pointer_tokens  # 48, 52, 54: padded score rows
+    k = torch.randn(2, n_keys, mem_dim, dtype=torch.float64)
+    v = torch.randn(2, n_keys, mem_dim, dtype=torch.float64)
+    # a scratch of 5 score rows: several blocks, the last one partial
+    monkeypatch.setattr(memory_attention, "_SCORE_BUFFER_BYTES", 5 * 64 * 8)
+    with torch.no_grad():  # rotations in place, score blocks in the scratch buffer
+        assert attn.uses_raw_values(q.device)
+        blocked = attn(q, k, v, rope, num_pointer_tokens)
+    # with autograd: rotations out of place, attention over projected values
+    assert not attn.uses_raw_values(q.device)
+    reference = attn(q, k, v, rope, num_pointer_tokens)
+    reference.sum().backward()
+    assert attn.v_proj.weight.grad is not None
+    torch.testing.assert_close(blocked, reference.detach(), rtol=0, atol=1e-12)
+
+
+def test_gradients_flow_through_chunked_layers(mini_config):
+    """Training-style use: chunked Hiera blocks and memory attention keep autograd working."""
+    torch.manual_seed(0)
+    model = build_sam2(mini_config)
+    s = mini_config.image_size
+    feats = model.encode_image(torch.randn(1, 3, s, s))
+    tokens = feats.vision.shape[-1] ** 2
+    memory = torch.randn(1, 2 * tokens + 4, mini_config.mem_dim, requires_grad=True)
+    out = model.attend_to_memory(feats.vision, feats.vision_pos, memory, memory.detach(), 4)
+    (out.square().mean() + feats.high_res[0].mean()).backward()
+    assert memory.grad is not None and memory.grad.abs().sum() > 0
+    first_mlp = model.image_encoder.trunk.blocks[0].mlp.layers[0]
+    assert first_mlp.weight.grad is not None and first_mlp.weight.grad.abs().sum() > 0
+
+
+def test_small_chunks_compute_the_same_function(mini_config, monkeypatch):
+    """The mini model's tensors fit one chunk; tiny chunks exercise every chunked path (windows,
+    pooled shortcut row pairs, MLP tokens, memory-attention feed-forward)."""
+    torch.manual_seed(0)
+    model = build_sam2(mini_config).double().eval()
+    s = mini_config.image_size
+    image = torch.randn(1, 3, s, s, dtype=torch.float64)
+    with torch.no_grad():
+        whole = model.encode_image(image)
+        tokens = whole.vision.shape[-1] ** 2
+        memory = torch.randn(1, 2 * tokens + 4, mini_config.mem_dim, dtype=torch.float64)
+        attended = model.attend_to_memory(whole.vision, whole.vision_pos, memory, memory, 4)
+        calls = []
+        original = common.apply_in_row_chunks
+
+        def counting(fn, x, rows):
+            calls.append(x.shape[0] > rows)
+            return original(fn, x, rows)
+
+        for module in (hiera, memory_attention):
+            monkeypatch.setattr(module, "CHUNK_BYTES", 1024)
+            monkeypatch.setattr(module, "apply_in_row_chunks", counting)
+        chunked = model.encode_image(image)
+        attended_chunked = model.attend_to_memory(
+            chunked.vision, chunked.vision_pos, memory, memory, 4
+        )
+    assert sum(calls) >= len(model.image_encoder.trunk.blocks)  # chunked, not one call
+    for a, b in [
+        (whole.vision, chunked.vision),
+        *zip(whole.high_res, chunked.high_res, strict=True),
+    ]:
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    torch.testing.assert_close(attended, attended_chunked, rtol=0, atol=1e-12)
