@@ -205,3 +205,28 @@ def test_writer_rejects_what_tiff_cannot_hold(tmp_path):
         write_labels(str(tmp_path / "g.tif"), np.zeros((1,) * 6, np.uint8), {})
     with pytest.raises(ValueError, match="do not fit in 32 bits"):
         write_labels(str(tmp_path / "h.tif"), np.array([[0, 2**40]], np.int64), {})
+
+
+def test_large_images_open_lazily_page_by_page(tmp_path, monkeypatch):
+    import dask.array as da
+
+    from napari_sam2 import _reader
+
+    stack = np.random.default_rng(1).integers(0, 4000, (6, 3, 20, 24), dtype=np.uint16)
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TCYX"})
+    labels = tmp_path / "big_labels.tif"
+    tifffile.imwrite(labels, stack[:, 0], imagej=True, metadata={"axes": "TYX"})
+    monkeypatch.setattr(_reader, "LAZY_BYTES", 1000)
+
+    layers = read_tiff(str(path))
+    assert len(layers) == 3  # one lazy layer per channel
+    for channel, (data, kwargs, kind) in enumerate(layers):
+        assert isinstance(data, da.Array) and kind == "image"
+        assert data.shape == (6, 20, 24) and kwargs["axis_labels"] == ("t", "y", "x")
+        np.testing.assert_array_equal(np.asarray(data[4]), stack[4, channel])
+    assert Layer.create(*layers[1]).ndim == 3
+
+    data, _, kind = read_one(labels)  # labels stay in memory: napari paints into them
+    assert kind == "labels" and isinstance(data, np.ndarray)
+    np.testing.assert_array_equal(data, stack[:, 0])

@@ -382,3 +382,27 @@ def test_weights_layer_imports_no_gui_and_no_model():
 
 def test_module_documents_the_environment_variables():
     assert CACHE_ENV in weights.__doc__ and WEIGHTS_ENV in weights.__doc__
+
+
+def test_concurrent_requests_download_once(env, server, monkeypatch):
+    """Two threads (or processes) asking for the same checkpoint share one download."""
+    data, _ = serve(server, monkeypatch)
+    real_download = weights._download
+    started = threading.Event()
+
+    def slow_download(*args, **kwargs):
+        started.set()
+        threading.Event().wait(0.3)  # the other caller arrives while this one downloads
+        return real_download(*args, **kwargs)
+
+    monkeypatch.setattr(weights, "_download", slow_download)
+    results: list[Path] = []
+    first = threading.Thread(target=lambda: results.append(ensure_checkpoint(NAME)))
+    first.start()
+    assert started.wait(5)
+    results.append(ensure_checkpoint(NAME))  # waits for the lock, then finds the cache
+    first.join(5)
+    assert len(results) == 2 and results[0] == results[1]
+    assert results[0].read_bytes() == data
+    assert len(server.requests) == 1
+    assert sorted(p.name for p in (env / "cache").iterdir()) == ["sam2.1_hiera_tiny.pt"]

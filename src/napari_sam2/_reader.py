@@ -16,12 +16,18 @@ Decisions:
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
+
+from .stack_files import TiffStack
+
+# Images above this size open as lazy dask arrays; labels always load (napari edits them).
+LAZY_BYTES = 1 << 30
 
 LABELS_MARK = "napari-sam2 labels"  # written by _writer into ImageJ / OME metadata
 _LABEL_WORDS = {"label", "labels", "mask", "masks", "seg", "segmentation", "annotation"}
@@ -68,13 +74,19 @@ def read_tiff(path: str | list[str]) -> list[LayerData]:
     path = Path(path)
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        data = series.asarray()
-        axes = _normalise_axes(series.axes, data.ndim)
+        shape = tuple(int(n) for n in series.shape)
+        axes = _normalise_axes(series.axes, len(shape))
         sizes, unit, frame_interval = _physical_sizes(tif)
         labels_marked = _marked_as_labels(tif)
-        rgb = (
-            "S" in axes and data.shape[axes.index("S")] in (3, 4) and tif.pages[0].photometric == 2
+        rgb = "S" in axes and shape[axes.index("S")] in (3, 4) and tif.pages[0].photometric == 2
+        is_labels = np.issubdtype(series.dtype, np.integer) and (
+            labels_marked or _named_like_labels(path)
         )
+        data = None
+        if is_labels or math.prod(shape) * series.dtype.itemsize <= LAZY_BYTES:
+            data = series.asarray()
+    if data is None:
+        data = _lazy_pages(path)
 
     if rgb and not axes.endswith("S"):  # planar RGB: napari wants the samples last
         data = np.moveaxis(data, axes.index("S"), -1)
@@ -82,9 +94,6 @@ def read_tiff(path: str | list[str]) -> list[LayerData]:
 
     if not rgb:
         axes = axes.replace("S", "C")  # samples that are not RGB are channels
-    is_labels = np.issubdtype(data.dtype, np.integer) and (
-        labels_marked or _named_like_labels(path)
-    )
     spatial_axes = axes[:-1] if rgb else axes
     scale = tuple(sizes.get(letter, 1.0) for letter in spatial_axes)
     metadata = {"axes": spatial_axes, "source": str(path)}
@@ -106,6 +115,21 @@ def read_tiff(path: str | list[str]) -> list[LayerData]:
     if "C" in axes and data.shape[axes.index("C")] > 1:
         return _split_channels(data, axes, kwargs)
     return [(data, kwargs, "image")]
+
+
+def _lazy_pages(path: Path) -> Any:
+    """The first series as a dask array read page by page (napari reads what it shows, the
+    tracker what it tracks); the whole array where pages do not map onto the leading axes."""
+    stack = TiffStack(path)
+    if not stack.paged:
+        data = stack[...]
+        stack.close()
+        return data
+    import dask.array as da  # a napari dependency
+
+    lead = len(stack.shape) - len(stack.page_shape)
+    chunks = (1,) * lead + stack.page_shape
+    return da.from_array(stack, chunks=chunks, asarray=True, fancy=False, name=False)
 
 
 def _split_channels(data: np.ndarray, axes: str, kwargs: dict) -> list[LayerData]:

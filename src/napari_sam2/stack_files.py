@@ -45,9 +45,10 @@ class TiffStack:
         self.ndim = len(self.shape)
         page_shape = tuple(int(s) for s in series.keyframe.shape)
         lead = self.shape[: self.ndim - len(page_shape)]
-        self._paged = self.shape[len(lead) :] == page_shape and len(series.pages) == math.prod(lead)
+        # whether indexing the leading axes means reading whole pages
+        self.paged = self.shape[len(lead) :] == page_shape and len(series.pages) == math.prod(lead)
         self._lead = lead
-        self._page_shape = page_shape
+        self.page_shape = page_shape
         self._whole: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -59,7 +60,7 @@ class TiffStack:
         if any(k is Ellipsis for k in key):
             key = tuple(slice(None) if k is Ellipsis else k for k in key)
         key = key + (slice(None),) * (self.ndim - len(key))
-        if not self._paged:
+        if not self.paged:
             if self._whole is None:  # unusual layouts: read once
                 with self._lock:
                     self._whole = self._tif.series[0].asarray()
@@ -69,7 +70,7 @@ class TiffStack:
         flat = np.atleast_1d(page_ids).ravel().tolist()
         with self._lock:
             data = self._tif.asarray(key=flat, series=0)
-        data = np.asarray(data).reshape(np.shape(page_ids) + self._page_shape)
+        data = np.asarray(data).reshape(np.shape(page_ids) + self.page_shape)
         return data[(slice(None),) * np.ndim(page_ids) + key[n_lead:]]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

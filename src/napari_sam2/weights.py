@@ -22,9 +22,11 @@ import hashlib
 import http.client
 import json
 import os
+import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -206,8 +208,45 @@ def ensure_checkpoint(
         # A damaged cache entry is replaced, never loaded (it would crash the model loader).
         _remove(cached, _sidecar(cached))
 
-    _download(info, cached, progress, attempts=attempts, timeout=timeout)
+    with _download_lock(cached):
+        # another process or thread may have fetched it while this one waited for the lock
+        if not (cached.is_file() and verify_checkpoint(cached, info)):
+            _download(info, cached, progress, attempts=attempts, timeout=timeout)
     return cached
+
+
+@contextmanager
+def _download_lock(destination: Path) -> Iterator[None]:
+    """Hold an exclusive lock for downloading ``destination``, across processes and threads.
+
+    Two downloads into one ``.part`` file would interleave their bytes and both fail the
+    checksum. The lock is an OS file lock, released when its holder exits, even by a crash.
+    The lock file lives in the temporary folder, so the cache holds only checkpoints.
+    """
+    key = hashlib.sha1(str(destination.resolve()).encode()).hexdigest()[:16]
+    fd = os.open(Path(tempfile.gettempdir()) / f"napari-sam2-{key}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # gives up after 10 s: ask again
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield  # closing the descriptor releases the lock
+    finally:
+        os.close(fd)
 
 
 def verify_checkpoint(path: Path, info: CheckpointInfo) -> bool:
