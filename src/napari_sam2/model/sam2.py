@@ -112,12 +112,15 @@ class SAM2Model(nn.Module):
             raise ValueError(
                 f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}"
             )
-        feats, pos = self.image_encoder(images.to(self.dtype))
         dec = self.sam_mask_decoder
+        neck = self.image_encoder.neck
+        levels = neck(
+            self.image_encoder.trunk(images.to(self.dtype)), then={0: dec.conv_s0, 1: dec.conv_s1}
+        )
         return ImageFeatures(
-            vision=feats[-1],
-            vision_pos=pos,
-            high_res=(dec.conv_s0(feats[0]), dec.conv_s1(feats[1])),
+            vision=levels[-1],
+            vision_pos=neck.position_encoding(levels[-1]),
+            high_res=(levels[0], levels[1]),
         )
 
     def add_no_memory_embedding(self, vision: torch.Tensor) -> torch.Tensor:
