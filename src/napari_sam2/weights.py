@@ -223,8 +223,15 @@ def _download_lock(destination: Path) -> Iterator[None]:
     checksum. The lock is an OS file lock, released when its holder exits, even by a crash.
     The lock file lives in the temporary folder, so the cache holds only checkpoints.
     """
-    key = hashlib.sha1(str(destination.resolve()).encode()).hexdigest()[:16]
-    fd = os.open(Path(tempfile.gettempdir()) / f"napari-sam2-{key}.lock", os.O_RDWR | os.O_CREAT)
+    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"napari-sam2-{key}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # e.g. another user's lock file for a shared cache: download unlocked
+        fd = None
+    if fd is None:
+        yield
+        return
     try:
         if os.name == "nt":
             import msvcrt
