@@ -184,6 +184,14 @@ def test_keyboard_shortcuts_switch_object_and_polarity(scripted):
     nxt(points)
     assert widget.object_spin.value() == 2 and widget.positive
     assert int(points.feature_defaults["object_id"][0]) == 2
+    # boxes and mask prompts: `n` starts the next object there too
+    for layer in (widget.shapes_layer, widget.masks_layer):
+        next_key = next(f for k, f in layer.keymap.items() if str(k).upper() == "N")
+        before = widget.object_spin.value()
+        click(points, (0, 6, 6), before)  # the current object is in use
+        next_key(layer)
+        assert widget.object_spin.value() == before + 1
+    assert widget.masks_layer.selected_label == widget.object_spin.value()
 
 
 def test_errors_reach_the_user_and_keep_labels(scripted, run_and_wait, monkeypatch):

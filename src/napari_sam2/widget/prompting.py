@@ -74,6 +74,9 @@ class PromptsMixin:
             if isinstance(layer, Points):
                 layer.bind_key("n", lambda _layer: self.next_object(), overwrite=True)
                 layer.bind_key("t", lambda _layer: self.toggle_polarity(), overwrite=True)
+            elif "N" not in {str(key).upper() for key in layer.keymap}:
+                # boxes and painted masks for several objects: `n` starts the next one too
+                layer.bind_key("n", lambda _layer: self.next_object())
         self._apply_defaults()
         self._style_prompt_layers()
 
