@@ -3,7 +3,8 @@
 sam2.1_hiera_tiny with random weights (no download), 20 smooth synthetic 512 x 512 uint8 frames,
 one object prompted by a click on frame 0, then one forward propagation over all frames.
 
-    /work/venv/bin/python benchmarks/bench_tracker_speed.py [--frames 20] [--threads 2]
+    python benchmarks/bench_tracker_speed.py [--frames 20] [--threads 2]
+    python benchmarks/bench_tracker_speed.py --device cuda --autocast bfloat16 --size 1024
 
 The timings of the model steps are taken by wrapping the model's methods; "rest" is the
 propagation time not spent in them (memory-bank assembly, result resizing, bookkeeping).
@@ -42,14 +43,23 @@ def synthetic_frames(n: int, size: int) -> np.ndarray:
     return np.stack(frames).astype(np.uint8)
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def instrument(model: torch.nn.Module, totals: dict[str, float], cpu: dict[str, float]) -> None:
-    """Accumulate wall and process CPU time of the model's per-step methods."""
+    """Accumulate wall and process CPU time of the model's per-step methods (on a GPU, each
+    step waits for its kernels, which costs a little overlap)."""
+    device = next(model.parameters()).device
     for name in STEPS:
         original = getattr(model, name)
 
         def timed(*args, _original=original, _name=name, **kwargs):
+            _synchronize(device)
             t0, c0 = time.perf_counter(), time.process_time()
             out = _original(*args, **kwargs)
+            _synchronize(device)
             totals[_name] += time.perf_counter() - t0
             cpu[_name] += time.process_time() - c0
             return out
@@ -63,13 +73,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    parser.add_argument(
+        "--autocast",
+        default=None,
+        choices=["bfloat16", "float16"],
+        help="autocast dtype on a GPU (default: float32 throughout)",
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model = build_sam2(SAM2Config.from_name(args.model)).eval()
+    model = build_sam2(SAM2Config.from_name(args.model), device=args.device).eval()
     frames = synthetic_frames(args.frames, args.size)
-    tracker = Tracker(model, frames)
+    tracker = Tracker(model, frames, dtype=args.autocast)
     totals: dict[str, float] = defaultdict(float)
     cpu: dict[str, float] = defaultdict(float)
     instrument(model, totals, cpu)
@@ -96,7 +113,8 @@ def main() -> None:
 
     print(
         f"# {args.model}, {args.frames} frames of {args.size}x{args.size}, "
-        f"torch {torch.__version__}, {args.threads} threads, "
+        f"torch {torch.__version__}, device {args.device}, autocast {args.autocast}, "
+        f"{args.threads} threads, "
         f"load average before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}"
     )
     print(f"prompt on frame 0 (encoder + decoder): {prompt_s:.2f} s {prompt_parts}")
@@ -117,6 +135,7 @@ def main() -> None:
         f"{rest / total:.0%} | {rest_cpu / tracked:.3f} |"
     )
     print(f"| **total** | **{total / tracked:.3f}** | 100% | {total_cpu / tracked:.3f} |")
+    print(f"\n{tracked / total:.2f} tracked frames per second")
     steady = per_frame[8:]
     if steady:
         print(f"\nsteady state (frames 8+, full memory bank): {np.mean(steady):.3f} s / frame")

@@ -140,3 +140,27 @@ def test_absent_object_gets_no_obj_score_and_pointer(mini_model, mini_dir):
     assert (out.object_score_logits <= 0).all()
     assert torch.all(out.low_res == -1024.0)
     assert torch.equal(out.obj_ptr, model.no_obj_ptr.detach())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case,multimask", CASES)
+def test_float32_on_cuda(mini_config, mini_checkpoint, mini_dir, case, multimask):
+    """Encoder, prompt encoder and decoder on CUDA in float32 against the reference."""
+    from napari_sam2.model import build_sam2
+
+    model = build_sam2(mini_config, checkpoint=mini_checkpoint, device="cuda")
+    image = np.load(mini_dir / "image.npz")
+    coords, labels, mask = (
+        None if t is None else t.cuda() for t in _prompt(image, case, torch.float32)
+    )
+    with torch.no_grad():
+        feats = model.encode_image(torch.from_numpy(image["input_normalized"]).cuda())
+        pix = model.add_no_memory_embedding(feats.vision)
+        out = model.predict_masks(pix, feats.high_res, coords, labels, mask, multimask)
+    atol = 1e-3  # README tolerances for a float32 implementation (TF32 is off by default)
+    close(feats.vision, image["backbone_fpn_2_raw"], atol, "vision")
+    close(feats.high_res[0], image["high_res_s0_after_conv_s0"], atol, "conv_s0")
+    close(out.low_res, image[f"{case}_low_res_best"], atol, "chosen low-res logits")
+    close(out.obj_ptr, image[f"{case}_obj_ptr"], 1e-4, "object pointer")
+    close(out.object_score_logits, image[f"{case}_object_score_logits"], 5e-4, "object score")

@@ -47,20 +47,24 @@ def _snapshot(tracker: Tracker, result: FrameResult) -> Snapshot:
             None
             if out is None
             else {
-                "low_res": out.low_res[0, 0].double().numpy().copy(),
-                "obj_ptr": out.obj_ptr[0].double().numpy().copy(),
-                "memory": None if out.memory is None else out.memory[0].double().numpy().copy(),
+                "low_res": out.low_res[0, 0].double().cpu().numpy().copy(),
+                "obj_ptr": out.obj_ptr[0].double().cpu().numpy().copy(),
+                "memory": None
+                if out.memory is None
+                else out.memory[0].double().cpu().numpy().copy(),
             }
         )
     return Snapshot(result, stored)
 
 
-def _run_scenario(mini_dir, mini_config, dtype: torch.dtype) -> tuple[list[StepRun], dict]:
+def _run_scenario(
+    mini_dir, mini_config, dtype: torch.dtype, device: str = "cpu"
+) -> tuple[list[StepRun], dict]:
     scenario = json.loads((mini_dir / "scenario.json").read_text())
     video = np.load(mini_dir / "video.npz")
     frames = np.load(mini_dir / "frames.npy")
     model = build_sam2(mini_config, checkpoint=mini_dir / "weights.pt").to(dtype)
-    tracker = Tracker(model, frames, contrast_limits=(0, 1))
+    tracker = Tracker(model, frames, contrast_limits=(0, 1), device=device)
     tracker.debug_trace = []
     runs = []
     for step in scenario["steps"]:
@@ -87,11 +91,22 @@ def _run_scenario(mini_dir, mini_config, dtype: torch.dtype) -> tuple[list[StepR
     return runs, scenario
 
 
-@pytest.fixture(scope="module", params=["float32", "float64"])
+CUDA = pytest.param(
+    "cuda-float32",
+    marks=[
+        pytest.mark.gpu,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    ],
+)
+
+
+@pytest.fixture(scope="module", params=["float32", "float64", CUDA])
 def scenario_run(request, mini_dir, mini_config):
-    dtype = getattr(torch, request.param)
-    runs, scenario = _run_scenario(mini_dir, mini_config, dtype)
-    return request.param, runs, scenario
+    device, _, precision = request.param.rpartition("-")
+    runs, scenario = _run_scenario(
+        mini_dir, mini_config, getattr(torch, precision), device or "cpu"
+    )
+    return precision, runs, scenario
 
 
 def _expected(mini_dir, precision: str, step: int) -> tuple[Any, dict[str, float]]:
