@@ -132,16 +132,16 @@ class MemoryAttentionLayer(nn.Module):
         self,
         x: torch.Tensor,
         memory: torch.Tensor,
-        memory_keys: torch.Tensor,
+        memory_pos: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         num_pointer_tokens: int,
         scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """memory_keys: memory plus its position encoding (the keys' input)."""
         a = self.norm1(x)
         x = x + self.self_attn(a, a, a, rope)
         a = self.norm2(x)
-        x = x + self.cross_attn_image(a, memory_keys, memory, rope, num_pointer_tokens, scores)
+        keys = memory + memory_pos
+        x = x + self.cross_attn_image(a, keys, memory, rope, num_pointer_tokens, scores)
         tokens = x.flatten(0, 1)
         hidden_bytes = self.linear1.out_features * x.element_size()
         ffn = apply_in_row_chunks(
@@ -188,11 +188,10 @@ class MemoryAttention(nn.Module):
         if side * side != x.shape[1]:
             raise ValueError("memory attention needs a square token grid")
         rope = self.rope_tables(side, self.norm.weight.dtype, x.device)
-        memory_keys = memory + memory_pos
         scores = None
         if self.layers and self.layers[0].cross_attn_image.uses_raw_values(x.device):
             scores = score_buffer(x, memory.shape[1])  # shared by the layers
         x = x + 0.1 * x_pos
         for layer in self.layers:
-            x = layer(x, memory, memory_keys, rope, num_pointer_tokens, scores)
+            x = layer(x, memory, memory_pos, rope, num_pointer_tokens, scores)
         return self.norm(x)
