@@ -1,7 +1,9 @@
 """Fixtures shared by all test packages.
 
 The reference fixtures and the real data live in ``../shared`` beside the repository (a user's
-clone has no such folder): tests that need them skip with a clear reason where it is absent.
+clone has no such folder): only the tests that compare against them skip where it is absent.
+Every other test uses the small random-weight network the tests build themselves
+(``small_model``, ``small_checkpoint``: see ``small_model.py``) and stacks they generate.
 """
 
 from __future__ import annotations
@@ -54,3 +56,27 @@ def mini_model(mini_config, mini_checkpoint):
     from napari_sam2.model import build_sam2
 
     return build_sam2(mini_config, checkpoint=mini_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    """The small SAM 2.1 configuration of the tests (256 px, 1.7 M parameters)."""
+    from small_model import small_config as make
+
+    return make()
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory, small_config) -> Path:
+    """Random weights for ``small_config`` as an official-format checkpoint file."""
+    from small_model import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("weights") / "small.pt", small_config)
+
+
+@pytest.fixture(scope="session")
+def small_model(small_config, small_checkpoint):
+    """The small network in float32 with the random test weights (shared: do not modify)."""
+    from napari_sam2.model import build_sam2
+
+    return build_sam2(small_config, checkpoint=small_checkpoint)

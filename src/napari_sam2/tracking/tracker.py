@@ -245,6 +245,21 @@ class Tracker:
         """Forget all objects, prompts and outputs (cached image features are kept)."""
         self._objects.clear()
 
+    def close(self) -> None:
+        """Stop the frame-reading thread and free objects, outputs and cached features.
+
+        The tracker cannot be used afterwards; closing twice is harmless.
+        """
+        self.frames.close()
+        self._objects.clear()
+        self.features.clear()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def propagate(
         self,
         start_frame: int | None = None,
