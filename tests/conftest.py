@@ -75,8 +75,30 @@ def small_checkpoint(tmp_path_factory, small_config) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_config_file(tmp_path_factory, small_config) -> Path:
+    """``small_config`` as a config JSON file, as the CLI's ``--config`` reads."""
+    from small_model import write_config
+
+    return write_config(tmp_path_factory.mktemp("config") / "small.json", small_config)
+
+
+@pytest.fixture(scope="session")
 def small_model(small_config, small_checkpoint):
     """The small network in float32 with the random test weights (shared: do not modify)."""
     from napari_sam2.model import build_sam2
 
     return build_sam2(small_config, checkpoint=small_checkpoint)
+
+
+@pytest.fixture
+def model_args(small_config_file, small_checkpoint) -> list[str]:
+    """The command line's options for the small test network on the CPU, without progress."""
+    return [
+        "--config",
+        str(small_config_file),
+        "--checkpoint",
+        str(small_checkpoint),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]

@@ -101,3 +101,38 @@ def moving_blob_stack(
     if info is not None:
         stack = np.clip(stack, info.min, info.max)
     return stack.astype(dtype)
+
+
+def config_values(config: SAM2Config | None = None) -> dict:
+    """``config`` as the flat dict of official names that ``SAM2Config.from_dict`` reads (the
+    ``values`` of a config JSON file, as the CLI's ``--config`` and ``track(model=...)`` take)."""
+    c = config or small_config()
+    return {
+        "image_size": c.image_size,
+        "hidden_dim": c.hidden_dim,
+        "mem_dim": c.mem_dim,
+        "trunk.embed_dim": c.embed_dim,
+        "trunk.num_heads": c.num_heads,
+        "trunk.stages": list(c.stages),
+        "trunk.global_att_blocks": list(c.global_att_blocks),
+        "trunk.window_spec": list(c.window_spec),
+        "trunk.window_pos_embed_bkg_spatial_size": list(c.window_pos_embed_bkg_spatial_size),
+        "trunk.q_pool_blocks": list(c.q_pool_blocks),
+        "neck.backbone_channel_list": list(c.channel_list),
+        "memory_attention.num_layers": c.memory_attention_layers,
+        "memory_attention.dim_feedforward": c.memory_attention_ffn_dim,
+        "model.no_obj_embed_spatial": c.no_obj_embed_spatial,
+        "model.proj_tpos_enc_in_obj_ptrs": c.proj_tpos_enc_in_obj_ptrs,
+        "model.add_tpos_enc_to_obj_ptrs": c.add_tpos_enc_to_obj_ptrs,
+        "model.use_signed_tpos_enc_to_obj_ptrs": c.use_signed_tpos_enc_to_obj_ptrs,
+    }
+
+
+def write_config(path: str | os.PathLike, config: SAM2Config | None = None) -> Path:
+    """Save ``config`` as a config JSON file (``{"name": ..., "values": {...}}``)."""
+    import json
+
+    c = config or small_config()
+    path = Path(path)
+    path.write_text(json.dumps({"name": c.name, "values": config_values(c)}, indent=1))
+    return path

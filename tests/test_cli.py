@@ -1,4 +1,6 @@
-"""The command line: outputs, interruption, bad input, real stacks with the mini model."""
+"""The command line: outputs, interruption, bad input, and generated stacks with the character of
+real data (16-bit and 8-bit time-lapses, a signed MR volume, a CT volume with millimetre
+voxels, an RGB video) through the real tracker and the small random-weight model."""
 
 from __future__ import annotations
 
@@ -10,19 +12,6 @@ import tifffile
 
 from napari_sam2 import cli
 from scripted_tracker import ScriptedObject, ScriptedTracker
-
-
-@pytest.fixture
-def mini_args(mini_dir) -> list[str]:
-    return [
-        "--config",
-        str(mini_dir / "config.json"),
-        "--checkpoint",
-        str(mini_dir / "weights.pt"),
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
 
 
 @pytest.fixture
@@ -69,12 +58,12 @@ def scripted(monkeypatch, interrupt_after: int | None = None) -> list:
     return made
 
 
-def test_outputs_with_gaps_and_fill_holes_passed(tmp_path, small_stack, mini_args, monkeypatch):
+def test_outputs_with_gaps_and_fill_holes_passed(tmp_path, small_stack, model_args, monkeypatch):
     stack, prompts = small_stack
     made = scripted(monkeypatch)
     out = tmp_path / "out"
     argv = ["track", str(stack), "--prompts", str(prompts), "--out", str(out)]
-    assert cli.main(argv + mini_args + ["--format", "tiff", "ctc", "csv"]) == 0
+    assert cli.main(argv + model_args + ["--format", "tiff", "ctc", "csv"]) == 0
     assert made[0].fill_hole_area == 8  # decision D4
     labels = tifffile.imread(out / "labels.tif")
     assert labels.shape == (6, 40, 50) and labels.dtype == np.uint16
@@ -92,12 +81,12 @@ def test_outputs_with_gaps_and_fill_holes_passed(tmp_path, small_stack, mini_arg
     assert not list(tmp_path.glob(".napari-sam2-*"))  # scratch removed
 
 
-def test_ctrl_c_leaves_valid_partial_output(tmp_path, small_stack, mini_args, monkeypatch, capsys):
+def test_ctrl_c_leaves_valid_partial_output(tmp_path, small_stack, model_args, monkeypatch, capsys):
     stack, prompts = small_stack
     scripted(monkeypatch, interrupt_after=3)
     out = tmp_path / "partial.tif"
     argv = ["track", str(stack), "--prompts", str(prompts), "--out", str(out)]
-    assert cli.main(argv + mini_args + ["--direction", "forward"]) == 130
+    assert cli.main(argv + model_args + ["--direction", "forward"]) == 130
     assert "interrupted: 3 of 6 frames" in capsys.readouterr().err
     labels = tifffile.imread(out)
     assert labels.shape == (6, 40, 50)
@@ -105,13 +94,13 @@ def test_ctrl_c_leaves_valid_partial_output(tmp_path, small_stack, mini_args, mo
     assert (tmp_path / "partial.csv").read_text().count("\n") == 1 + 6
 
 
-def test_range_and_reverse_from_the_command_line(tmp_path, small_stack, mini_args, monkeypatch):
+def test_range_and_reverse_from_the_command_line(tmp_path, small_stack, model_args, monkeypatch):
     stack, prompts = small_stack
     made = scripted(monkeypatch)
     out = tmp_path / "r.tif"
     argv = ["track", str(stack), "--prompts", str(prompts), "--out", str(out), "--format", "tiff"]
     extra = ["--direction", "reverse", "--start", "4", "--max-frames", "2"]
-    assert cli.main(argv + mini_args + extra) == 0
+    assert cli.main(argv + model_args + extra) == 0
     assert made[0].calls[-1] == ("propagate", (4, True, 2))
     labels = tifffile.imread(out)
     assert [bool(labels[t].any()) for t in range(6)] == [False, False, True, True, True, False]
@@ -132,7 +121,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_a_clear_error_and_output_untouched(tmp_path, mini_dir, case, capsys):
+def test_bad_input_is_a_clear_error_and_output_untouched(tmp_path, small_config_file, case, capsys):
     what, message = BAD[case]
     stack = np.zeros((4, 30, 30), np.uint8)
     if what == "rgba":
@@ -152,7 +141,7 @@ def test_bad_input_is_a_clear_error_and_output_untouched(tmp_path, mini_dir, cas
     argv = ["track", str(tmp_path / "s.npy"), "--prompts", str(prompts), "--out", str(out)]
     argv += ["--device", "cpu", "--quiet"] + (what if isinstance(what, list) else [])
     if not (isinstance(what, list) and "--model" in what):
-        argv += ["--config", str(mini_dir / "config.json"), "--random-weights"]
+        argv += ["--config", str(small_config_file), "--random-weights"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "napari-sam2: error:" in err and message in err
@@ -162,7 +151,39 @@ def test_bad_input_is_a_clear_error_and_output_untouched(tmp_path, mini_dir, cas
     }
 
 
-# --- real stacks through the real tracker and the mini model ------------------------------
+# --- generated stacks through the real tracker and the small model ------------------------
+
+
+def cells(
+    shape: tuple[int, int, int],
+    dtype,
+    background: float,
+    signal: float,
+    noise: float,
+    seed: int = 0,
+    count: int = 3,
+    channels: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image, labels): ``count`` discs drifting through a (T or Z, Y, X) stack on a noisy
+    background, with ``channels`` colour channels last if given (each disc its own colour)."""
+    rng = np.random.default_rng(seed)
+    t, h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    centres = rng.uniform([0.3 * h, 0.3 * w], [0.7 * h, 0.7 * w], (count, 2))
+    velocity = rng.uniform(-1.5, 1.5, (count, 2))
+    radii = rng.uniform(0.08, 0.12, count) * min(h, w)
+    colours = rng.uniform(0.3, 1.0, (count, max(channels, 1)))
+    labels = np.zeros(shape, np.uint16)
+    image = np.full(shape + ((channels,) if channels else ()), float(background))
+    for f in range(t):
+        for k in range(count):
+            cy, cx = centres[k] + f * velocity[k]
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < radii[k] ** 2
+            labels[f][disc] = k + 1
+            image[f][disc] += signal * (colours[k] if channels else colours[k, 0])
+    image += rng.normal(0, noise, image.shape)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(image), info.min, info.max).astype(dtype), labels
 
 
 def centroid_prompts(labels_tyx: np.ndarray, frame: int, count: int, path) -> list[int]:
@@ -176,42 +197,74 @@ def centroid_prompts(labels_tyx: np.ndarray, frame: int, count: int, path) -> li
     return ids
 
 
-REAL = {
-    "ctc_sim_nuclei": ("ctc_sim_nuclei/images_tyx.tif", "ctc_sim_nuclei/labels_tyx.tif", "TYX"),
-    "laptrack_nuclei": ("laptrack_nuclei/images_tyx.tif", "laptrack_nuclei/labels_tyx.tif", "TYX"),
-    "c2c12_phase": ("c2c12_phase/images_tyx.tif", "c2c12_phase/labels_tyx.tif", "TYX"),
-    "mr_signed": ("totalseg/mr_image_zyx.tif", "totalseg/mr_labels_zyx.tif", "ZYX"),
+# name: (stack shape, dtype, background, signal, noise, colour channels, axes, TIFF metadata)
+STACKS = {
+    # fluorescence nuclei, 16-bit with values ~60..520 (Cell Tracking Challenge style)
+    "uint16_nuclei": ((6, 70, 64), np.uint16, 80, 400, 20, 0, "TYX", {}),
+    # 16-bit nuclei over the whole range, saturated where bright
+    "uint16_full_range": ((5, 64, 64), np.uint16, 300, 70000, 2000, 0, "TYX", {}),
+    # phase contrast, 8-bit: cells darker than the background
+    "uint8_phase": ((6, 60, 60), np.uint8, 160, -90, 12, 0, "TYX", {}),
+    # MR volume, signed 16-bit with negative values, 3 mm voxels
+    "int16_signed_mr": (
+        (7, 46, 58),
+        np.int16,
+        -40,
+        700,
+        30,
+        0,
+        "ZYX",
+        {"spacing_xyz_mm": [3.0] * 3},
+    ),
+    # natural video: RGB, 8-bit, colour last
+    "rgb_video": ((5, 48, 64), np.uint8, 40, 180, 10, 3, "TYXS", {}),
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(REAL))
-def test_real_stacks_through_the_cli(name, data_dir, mini_args, tmp_path):
-    image, truth, axes = data_dir / REAL[name][0], data_dir / REAL[name][1], REAL[name][2]
-    if not image.exists():
-        pytest.skip(f"{image} is absent")
-    gt = tifffile.imread(truth)
+@pytest.mark.parametrize("name", list(STACKS))
+def test_generated_stacks_through_the_cli(name, model_args, tmp_path):
+    shape, dtype, background, signal, noise, channels, axes, extra = STACKS[name]
+    image, gt = cells(shape, dtype, background, signal, noise, channels=channels)
+    if dtype == np.int16:
+        assert image.min() < 0  # really signed values
+    path = tmp_path / "stack.tif"
+    photometric = "rgb" if channels else "minisblack"
+    tifffile.imwrite(path, image, photometric=photometric, metadata={"axes": axes, **extra})
     frame = gt.shape[0] // 2
-    centroid_prompts(gt, frame, 2, tmp_path / "p.csv")
+    assert len(centroid_prompts(gt, frame, 2, tmp_path / "p.csv")) == 2
     out = tmp_path / "out"
-    argv = ["track", str(image), "--prompts", str(tmp_path / "p.csv"), "--out", str(out)]
-    assert cli.main(argv + mini_args + ["--format", "tiff", "csv"]) == 0
+    argv = ["track", str(path), "--prompts", str(tmp_path / "p.csv"), "--out", str(out)]
+    assert cli.main(argv + model_args + ["--format", "tiff", "csv"]) == 0
     with tifffile.TiffFile(out / "labels.tif") as tif:
-        assert tif.series[0].axes == axes
+        assert tif.series[0].axes == axes[:3]  # the colour axis is gone
         labels = tif.asarray()
+        spacing = (tif.imagej_metadata or {}).get("spacing")
     assert labels.shape == gt.shape and labels.dtype == np.uint16
     assert set(np.unique(labels)) <= {0, 1, 2}
-    rows = (out / "presence.csv").read_text().splitlines()[1:]
-    assert {int(r.split(",")[1]) for r in rows} == set(range(gt.shape[0]))  # both directions
+    if extra:
+        assert spacing == pytest.approx(3.0)
+    rows = [r.split(",") for r in (out / "presence.csv").read_text().splitlines()[1:]]
+    assert {int(r[1]) for r in rows} == set(range(gt.shape[0]))  # both directions
+    assert {int(r[0]) for r in rows} == {1, 2}
+    assert all(np.isfinite(float(r[2])) for r in rows)  # a score logit for every frame
 
 
-@pytest.mark.slow
-def test_ct_volume_keeps_anisotropic_spacing(data_dir, mini_args, tmp_path):
-    cases = sorted((data_dir / "ct_lesion").glob("*/image_zyx.tif"))
-    if not cases:
-        pytest.skip("ct_lesion data is absent")
-    image = cases[0]
-    lesion = tifffile.imread(image.parent / "lesion_zyx.tif")
+def test_ct_volume_keeps_anisotropic_spacing(model_args, tmp_path):
+    """A windowed CT sub-volume (8-bit, 5 mm slices, 0.314 mm pixels, the spacing in the TIFF
+    description as the CT data sets write it) with a lesion that enters and leaves along z."""
+    rng = np.random.default_rng(3)
+    z, h, w = 12, 96, 112
+    zz, yy, xx = np.mgrid[:z, :h, :w]
+    lesion = ((zz - 5.5) / 3.5) ** 2 + ((yy - 50) / 14) ** 2 + ((xx - 60) / 18) ** 2 < 1
+    volume = 90 + 70 * lesion + rng.normal(0, 15, lesion.shape)
+    image = tmp_path / "image_zyx.tif"
+    spacing_mm = [0.31445300579071045, 0.31445300579071045, 5.0]
+    tifffile.imwrite(
+        image,
+        np.clip(volume, 0, 255).astype(np.uint8),
+        metadata={"axes": "ZYX", "spacing_xyz_mm": spacing_mm},
+    )
+    assert not lesion[0].any() and not lesion[-1].any()  # enters and leaves
     z = int(np.argmax(lesion.sum(axis=(1, 2))))
     ys, xs = np.nonzero(lesion[z])
     prompts = tmp_path / "p.json"
@@ -219,36 +272,39 @@ def test_ct_volume_keeps_anisotropic_spacing(data_dir, mini_args, tmp_path):
     prompts.write_text(json.dumps([{"frame": z, "object_id": 1, "box": box}]))
     out = tmp_path / "lesion.tif"
     argv = ["track", str(image), "--prompts", str(prompts), "--out", str(out)]
-    assert cli.main(argv + mini_args + ["--format", "tiff", "ctc"]) == 0
+    assert cli.main(argv + model_args + ["--format", "tiff", "ctc"]) == 0
     with tifffile.TiffFile(out) as tif:
         assert tif.series[0].axes == "ZYX" and tif.series[0].shape == lesion.shape
+        assert tif.imagej_metadata["unit"] in ("mm", "millimeter")
         spacing = tif.imagej_metadata["spacing"]
         xres = tif.pages[0].tags["XResolution"].value
     assert spacing == pytest.approx(5.0, rel=1e-3)
     assert xres[1] / xres[0] == pytest.approx(0.3144530, rel=1e-3)
-    assert (tmp_path / "lesion_ctc" / "res_track.txt").exists()
+    # the CTC export holds the same segmentation, one mask file per slice
+    masks = sorted((tmp_path / "lesion_ctc").glob("mask*.tif"))
+    assert len(masks) == lesion.shape[0]
+    labelled = [bool(tifffile.imread(m).any()) for m in masks]
+    assert labelled == [bool((plane == 1).any()) for plane in tifffile.imread(out)]
 
 
-@pytest.mark.slow
-def test_dask_and_zarr_stacks_match_numpy(data_dir, mini_dir, tmp_path):
+def test_dask_and_zarr_stacks_match_numpy(small_config_file, small_checkpoint, tmp_path):
     import dask.array as da
     import zarr
 
     from napari_sam2.api import track
     from napari_sam2.tracking.prompts_io import PromptRecord
 
-    path = data_dir / "laptrack_nuclei" / "images_tyx.tif"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    stack = tifffile.imread(path)
-    gt = tifffile.imread(data_dir / "laptrack_nuclei" / "labels_tyx.tif")
-    ys, xs = np.nonzero(gt[0] == np.unique(gt[0])[1])
+    stack, gt = cells((3, 80, 72), np.uint16, 300, 2500, 60, seed=4)  # 3 frames: fast lane
+    ys, xs = np.nonzero(gt[0] == 1)
     prompts = [PromptRecord(0, 1, "points", (np.array([[ys[0], xs[0]]], float), np.array([1])))]
     z = zarr.open_array(str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, dtype=stack.dtype)
     z[:] = stack
-    kwargs = dict(model=mini_dir / "config.json", checkpoint=mini_dir / "weights.pt", device="cpu")
+    kwargs = dict(model=small_config_file, checkpoint=small_checkpoint, device="cpu")
     ref = track(stack, prompts, **kwargs)
-    for other in (da.from_array(stack, chunks=(1, 100, 100)), z):
+    assert ref.labels.shape == stack.shape
+    assert [r.frame for r in ref.table.rows] == list(range(3))
+    assert ref.labels.any()  # the labels compared below are not all background
+    for other in (da.from_array(stack, chunks=(1, 40, 36)), z):
         got = track(other, prompts, **kwargs)
         assert np.array_equal(got.labels, ref.labels)
         assert [r.score_logit for r in got.table.rows] == [r.score_logit for r in ref.table.rows]

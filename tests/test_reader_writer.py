@@ -84,11 +84,29 @@ def test_anisotropic_volume_ome_physical_size(tmp_path):
     np.testing.assert_allclose(kwargs["scale"], (3.0, 0.8, 0.7))
 
 
-def test_real_ct_volume_gets_its_voxel_size(data_dir):
-    path = data_dir / "ct_lesion" / "CT_Lesion_000001_02_01_008-023" / "image_zyx.tif"
+def test_ct_volume_gets_its_voxel_size_from_the_description(tmp_path):
+    # as the CT data sets are written: tifffile's JSON description with x, y, z spacing in mm
+    volume = np.random.default_rng(2).integers(0, 255, (16, 64, 80), dtype=np.uint8)
+    path = tmp_path / "image_zyx.tif"
+    spacing = [0.31445300579071045, 0.31445300579071045, 5.0]
+    tifffile.imwrite(path, volume, metadata={"axes": "ZYX", "spacing_xyz_mm": spacing})
     data, kwargs, kind = read_one(path)
-    assert kind == "image" and data.shape == (16, 512, 512)
+    assert kind == "image" and data.shape == (16, 64, 80)
+    np.testing.assert_array_equal(data, volume)
+    assert kwargs["axis_labels"] == ("z", "y", "x")
     np.testing.assert_allclose(kwargs["scale"], (5.0, 0.314453, 0.314453), rtol=1e-5)
+    assert kwargs["units"] == ("millimeter",) * 3
+
+
+def test_signed_volume_keeps_its_values_and_isotropic_spacing(tmp_path):
+    # an MR volume as the TotalSegmentator samples are written: int16 with negative values
+    volume = np.random.default_rng(3).integers(-50, 800, (5, 12, 14), dtype=np.int16)
+    path = tmp_path / "mr_image_zyx.tif"
+    tifffile.imwrite(path, volume, metadata={"axes": "ZYX", "spacing_xyz_mm": [3.0] * 3})
+    data, kwargs, kind = read_one(path)
+    assert kind == "image" and data.dtype == np.int16 and int(data.min()) < 0
+    np.testing.assert_array_equal(data, volume)
+    np.testing.assert_allclose(kwargs["scale"], (3.0, 3.0, 3.0))
     assert kwargs["units"] == ("millimeter",) * 3
 
 

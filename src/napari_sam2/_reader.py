@@ -15,7 +15,6 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -25,33 +24,18 @@ import numpy as np
 import tifffile
 
 from .stack_files import TiffStack
+from .tiff_meta import LABELS_MARK, marked_as_labels, physical_sizes, pixel_origins
+
+__all__ = ["LABELS_MARK", "napari_get_reader", "read_tiff"]
 
 # Images above this size open as lazy dask arrays; labels always load (napari edits them).
 LAZY_BYTES = 1 << 30
 
-LABELS_MARK = "napari-sam2 labels"  # written by _writer into ImageJ / OME metadata
 _LABEL_WORDS = {"label", "labels", "mask", "masks", "seg", "segmentation", "annotation"}
 
 # TIFF axis letter -> napari axis label
 AXIS_NAMES = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "s"}
 _GENERIC = "i"  # tifffile's I / Q / other: a stack axis the file does not name
-
-# unit spellings found in ImageJ / OME files -> pint unit names napari understands
-_UNITS = {
-    "micron": "micrometer",
-    "microns": "micrometer",
-    "um": "micrometer",
-    "µm": "micrometer",
-    "\u03bcm": "micrometer",
-    "\\u00b5m": "micrometer",
-    "micrometer": "micrometer",
-    "nm": "nanometer",
-    "nanometer": "nanometer",
-    "mm": "millimeter",
-    "millimeter": "millimeter",
-    "cm": "centimeter",
-    "m": "meter",
-}
 
 LayerData = tuple[Any, dict, str]
 
@@ -76,8 +60,9 @@ def read_tiff(path: str | list[str]) -> list[LayerData]:
         series = tif.series[0]
         shape = tuple(int(n) for n in series.shape)
         axes = _normalise_axes(series.axes, len(shape))
-        sizes, unit, frame_interval = _physical_sizes(tif)
-        labels_marked = _marked_as_labels(tif)
+        sizes, unit, frame_interval = physical_sizes(tif)
+        origins = pixel_origins(tif)
+        labels_marked = marked_as_labels(tif)
         rgb = "S" in axes and shape[axes.index("S")] in (3, 4) and tif.pages[0].photometric == 2
         is_labels = np.issubdtype(series.dtype, np.integer) and (
             labels_marked or _named_like_labels(path)
@@ -105,6 +90,10 @@ def read_tiff(path: str | list[str]) -> list[LayerData]:
         "axis_labels": tuple(AXIS_NAMES.get(a, _GENERIC) for a in spatial_axes),
         "metadata": metadata,
     }
+    if origins:
+        kwargs["translate"] = tuple(
+            -origins.get(letter, 0.0) * sizes.get(letter, 1.0) for letter in spatial_axes
+        )
     if unit is not None:
         kwargs["units"] = tuple(unit if a in "ZYX" else "pixel" for a in spatial_axes)
 
@@ -146,8 +135,9 @@ def _split_channels(data: np.ndarray, axes: str, kwargs: dict) -> list[LayerData
             "metadata": {**kwargs["metadata"], "axes": axes.replace("C", ""), "channel": index},
             "blending": "additive",
         }
-        if "units" in kwargs:
-            layer_kwargs["units"] = tuple(kwargs["units"][i] for i in keep)
+        for key in ("units", "translate"):
+            if key in kwargs:
+                layer_kwargs[key] = tuple(kwargs[key][i] for i in keep)
         layers.append((np.take(data, index, axis=c), layer_kwargs, "image"))
     return layers
 
@@ -158,82 +148,6 @@ def _normalise_axes(axes: str, ndim: int) -> str:
     if len(axes) != ndim:
         axes = "I" * (ndim - 2) + "YX"
     return "".join(a if a in "TZCYXS" else "I" for a in axes)
-
-
-def _physical_sizes(tif: tifffile.TiffFile) -> tuple[dict[str, float], str | None, float | None]:
-    """Pixel sizes per axis letter, their unit and the frame interval, from the metadata."""
-    if tif.is_ome:
-        return _ome_sizes(tif.ome_metadata)
-    sizes: dict[str, float] = {}
-    unit = None
-    interval = None
-    page = tif.pages[0]
-    if tif.is_imagej:
-        meta = tif.imagej_metadata or {}
-        sizes.update(_resolution_sizes(page, scale_to_um=None))
-        if meta.get("spacing"):
-            sizes["Z"] = float(meta["spacing"])
-        unit = _unit(meta.get("unit"))
-        if meta.get("finterval"):
-            interval = float(meta["finterval"])
-        return sizes, unit, interval
-    if tif.is_shaped and tif.shaped_metadata:
-        shaped = tif.shaped_metadata[0]
-        spacing = shaped.get("spacing_xyz_mm") or shaped.get("spacing_xyz")
-        if spacing is not None and len(spacing) == 3:
-            sizes.update(X=float(spacing[0]), Y=float(spacing[1]), Z=float(spacing[2]))
-            unit = "millimeter" if "spacing_xyz_mm" in shaped else None
-            return sizes, unit, interval
-    if page.tags.get("ResolutionUnit") is not None and page.tags["ResolutionUnit"].value == 3:
-        sizes.update(_resolution_sizes(page, scale_to_um=1e4))  # pixels per cm -> um
-        unit = "micrometer" if sizes else None
-    return sizes, unit, interval
-
-
-def _resolution_sizes(page, scale_to_um: float | None) -> dict[str, float]:
-    sizes = {}
-    for letter, tag in (("X", "XResolution"), ("Y", "YResolution")):
-        value = page.tags.get(tag)
-        if value is None:
-            continue
-        numerator, denominator = value.value
-        if numerator > 0 and denominator > 0 and (numerator, denominator) != (1, 1):
-            size = denominator / numerator
-            sizes[letter] = size * scale_to_um if scale_to_um else size
-    return sizes
-
-
-def _ome_sizes(xml: str | None) -> tuple[dict[str, float], str | None, float | None]:
-    if not xml:
-        return {}, None, None
-    image = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
-    if isinstance(image, list):
-        image = image[0]
-    pixels = image.get("Pixels", {})
-    sizes = {}
-    for letter in "XYZ":
-        value = pixels.get(f"PhysicalSize{letter}")
-        if value:
-            sizes[letter] = float(value)
-    unit = _unit(pixels.get("PhysicalSizeXUnit", "µm")) if sizes else None
-    interval = pixels.get("TimeIncrement")
-    return sizes, unit, float(interval) if interval else None
-
-
-def _unit(name: Any) -> str | None:
-    if not name:
-        return None
-    return _UNITS.get(str(name).strip().lower())
-
-
-def _marked_as_labels(tif: tifffile.TiffFile) -> bool:
-    if tif.is_imagej:
-        return (tif.imagej_metadata or {}).get("napari_layer") == "labels"
-    if tif.is_ome and tif.ome_metadata:
-        return LABELS_MARK in tif.ome_metadata
-    if tif.is_shaped and tif.shaped_metadata:
-        return LABELS_MARK in json.dumps(tif.shaped_metadata[0])
-    return False
 
 
 def _named_like_labels(path: Path) -> bool:

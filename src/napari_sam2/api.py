@@ -43,24 +43,84 @@ class TrackResult:
 
 def load_model(
     model: Any = "sam2.1_hiera_tiny",
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | Mapping[str, Any] | None = None,
     device: Any = "cpu",
     random_weights: bool = False,
 ) -> Any:
-    """A SAM 2 network from an official name, a config (``SAM2Config``, a dict of values or the
-    path of a JSON file in the format of ``mini/config.json``) or a built model (returned as is).
+    """A SAM 2 network in eval mode on ``device``.
 
-    A name without ``checkpoint`` loads the official weights (downloaded once, see
-    :mod:`napari_sam2.weights`); a config needs ``checkpoint``. ``random_weights=True`` builds
-    the network with random weights instead (tests and memory benchmarks; the masks mean
-    nothing).
+    ``model`` is one of:
+
+    - an official name (``napari_sam2.model.MODEL_NAMES``): without ``checkpoint`` its official
+      weights are loaded (downloaded once, see :mod:`napari_sam2.weights`); with ``checkpoint``
+      the file must hold that model's weights, else a ``ValueError`` names both (e.g. a SAM 2.0
+      file given for a SAM 2.1 name);
+    - the path of a checkpoint file (``.pt`` / ``.pth``, the official format
+      ``{"model": state_dict}``): the model is recognised from the file's parameter shapes
+      (:func:`napari_sam2.model.identify_checkpoint`); a file of another size or resolution
+      cannot be recognised and needs its model: ``load_model(CONFIG, checkpoint=PATH)``;
+    - a config (``SAM2Config``, a dict of values or the path of a JSON file in the format of
+      ``mini/config.json``), which needs ``checkpoint``;
+    - a built ``torch.nn.Module``, returned as is (moved to ``device``).
+
+    ``checkpoint`` is a file path or a state dict. A missing file raises ``FileNotFoundError``
+    naming it. ``random_weights=True`` builds the network with random weights instead (tests
+    and memory benchmarks; the masks mean nothing).
     """
     import torch
 
-    from napari_sam2.model import SAM2Config, build_sam2
+    from napari_sam2.model import (
+        MODEL_NAMES,
+        SAM2Config,
+        build_sam2,
+        describe_state_dict,
+        identify_checkpoint,
+        load_checkpoint,
+        state_dict_mismatch,
+    )
+
+    def read(source: Any) -> tuple[str, Mapping[str, Any]]:
+        """(how to name it in messages, its state dict) of a file path or a state dict."""
+        if isinstance(source, Mapping):
+            return "the given state dict", source
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file {path} does not exist")
+        from napari_sam2.weights import ensure_checkpoint
+
+        ensure_checkpoint(path)  # catches damaged copies of official files by their checksum
+        return f"the file {path}", load_checkpoint(path)
+
+    def is_checkpoint_path(value: Any) -> bool:
+        if not isinstance(value, (str, os.PathLike)) or str(value).lower().endswith(".json"):
+            return False  # a config file
+        if isinstance(value, os.PathLike):
+            return True
+        if value in MODEL_NAMES:
+            return False
+        if value.lower().endswith((".pt", ".pth")) or "/" in value or os.sep in value:
+            return True
+        return Path(value).is_file()
 
     if isinstance(model, torch.nn.Module):
         return model.to(device)
+    if is_checkpoint_path(model):
+        if checkpoint is not None:
+            raise ValueError(
+                f"the model is given as the checkpoint file {model} and a checkpoint "
+                f"({checkpoint}) is given too: give the model's name or config with checkpoint="
+            )
+        where, state = read(model)
+        name = identify_checkpoint(state)
+        if name is None:
+            raise ValueError(
+                f"cannot tell which model {where} holds: it looks like "
+                f"{describe_state_dict(state)}, which is none of the official models. Give "
+                "the model it belongs to (a name or a config) with this file as its checkpoint="
+            )
+        if random_weights:
+            return build_sam2(SAM2Config.from_name(name), device=device)
+        return build_sam2(name, checkpoint=state, device=device)
     if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".json"):
         path = Path(model)
         if not path.is_file():
@@ -70,13 +130,28 @@ def load_model(
     elif isinstance(model, Mapping):
         model = SAM2Config.from_dict(model.get("values", model))
     elif isinstance(model, str):
-        model = SAM2Config.from_name(model) if random_weights else model
+        config = SAM2Config.from_name(model)  # an unknown name fails here, before any file
+        if random_weights:
+            model = config
+        elif checkpoint is not None:
+            where, state = read(checkpoint)
+            problem = state_dict_mismatch(state, config)
+            found = identify_checkpoint(state) if problem is not None else model
+            if found is not None and found != model:
+                raise ValueError(
+                    f"{where} holds the weights of {describe_state_dict(state)}, not {model}: "
+                    f"choose {found} or another file"
+                )
+            if problem is not None:
+                raise ValueError(f"{where} does not hold the weights of {model}: {problem}")
+            return build_sam2(model, checkpoint=state, device=device)
     if isinstance(model, SAM2Config) and checkpoint is None and not random_weights:
         raise ValueError(
             "a model given as a config needs a checkpoint (or random_weights=True for tests)"
         )
-    built = build_sam2(model, checkpoint=None if random_weights else checkpoint, device=device)
-    return built
+    if checkpoint is not None and not random_weights:
+        checkpoint = read(checkpoint)[1]
+    return build_sam2(model, checkpoint=None if random_weights else checkpoint, device=device)
 
 
 def prepare_frames(
@@ -135,10 +210,15 @@ def track(
 
     ``stack``: an array-like (numpy, dask, zarr, ...) or a file path (``.tif``, ``.npy``,
     zarr); ``prompts``: a prompt file (napari Points CSV or JSON, see
-    :mod:`napari_sam2.tracking.prompts_io`) or a list of ``PromptRecord``. ``labels``: a
+    :mod:`napari_sam2.tracking.prompts_io`) or a list of ``PromptRecord``. ``model``: an
+    official name, the path of a checkpoint file of an official architecture, a config (with
+    ``checkpoint``) or a built network, as :func:`load_model` takes it. ``labels``: a
     (T, H, W) integer array to write into (default: a new uint16 numpy array). Everything is
-    checked before the model runs; ``direction="both"`` tracks forward from the first prompted
-    frame and backward from the last one.
+    checked before the model loads (prompts against the frames, NaN coordinates, object ids
+    against the labels' dtype, a read-only ``labels``); ``direction="both"`` tracks forward
+    from the first prompted frame and backward from the last one. A stack file with a frame
+    that cannot be read raises :class:`napari_sam2.stack_files.StackReadError` naming the file
+    and the frame.
     """
     from napari_sam2.tracking.device import autocast_dtype, resolve_device
     from napari_sam2.tracking.tracker import Tracker
@@ -146,46 +226,105 @@ def track(
     if isinstance(stack, (str, os.PathLike)):
         from napari_sam2.stack_files import open_stack
 
-        stack = open_stack(stack).data
+        stack = open_stack(stack, frame_axis=frame_axis).data
     records = _as_records(prompts, frame_axis, fixed)
     dev = resolve_device(device)
-    net = load_model(model, checkpoint, dev, random_weights=random_weights)
-    frames = prepare_frames(
-        stack,
-        int(net.config.image_size),
-        frame_axis=frame_axis,
-        channel_axis=channel_axis,
-        channels=channels,
-        fixed=fixed,
-        contrast_limits=contrast_limits,
-    )
-    shape = (len(frames), frames.height, frames.width)
-    check_prompts(records, *shape)
-    if labels is None:
-        labels = np.zeros(shape, np.uint16)
-    elif tuple(labels.shape) != shape:
-        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the frames {shape}")
-    # a headless run visits each frame once (twice only between prompts with "both"):
-    # caching image features would hold memory for little gain
-    tracker = Tracker(
-        net,
-        frames,
-        fill_hole_area=fill_hole_area,
-        dtype=autocast_dtype(dev),
-        feature_cache_bytes=0,
-    )
-    writer, table = LabelsWriter(labels), PresenceTable()
-    apply_prompts(tracker, records)
-    for result in propagate_into(
-        tracker,
-        writer,
-        table,
-        start_frame=start_frame,
-        direction=direction,
-        max_frames=max_frames,
-        should_stop=should_stop,
-    ):
-        if on_frame is not None:
-            on_frame(result)
-    frames.close()
+
+    def frames_of(size: int, limits: Sequence[float] | None) -> FrameSource:
+        return prepare_frames(
+            stack,
+            size,
+            frame_axis=frame_axis,
+            channel_axis=channel_axis,
+            channels=channels,
+            fixed=fixed,
+            contrast_limits=limits,
+        )
+
+    # Every check that needs no network runs before it loads (a large model takes seconds to
+    # minutes): the frames' size, the prompts, the label array.
+    frames = frames_of(_image_size_hint(model), contrast_limits)
+    try:
+        shape = (len(frames), frames.height, frames.width)
+        check_prompts(records, *shape)
+        labels = _checked_labels(labels, shape, records)
+        net = load_model(model, checkpoint, dev, random_weights=random_weights)
+        if int(net.config.image_size) != frames.image_size:
+            limits = frames.contrast_limits
+            frames.close()
+            frames = frames_of(int(net.config.image_size), limits)
+        # a headless run visits each frame once (twice only between prompts with "both"):
+        # caching image features would hold memory for little gain
+        tracker = Tracker(
+            net,
+            frames,
+            fill_hole_area=fill_hole_area,
+            dtype=autocast_dtype(dev),
+            feature_cache_bytes=0,
+        )
+        writer, table = LabelsWriter(labels), PresenceTable()
+        apply_prompts(tracker, records)
+        for result in propagate_into(
+            tracker,
+            writer,
+            table,
+            start_frame=start_frame,
+            direction=direction,
+            max_frames=max_frames,
+            should_stop=should_stop,
+        ):
+            if on_frame is not None:
+                on_frame(result)
+    finally:
+        frames.close()
     return TrackResult(labels, table, set(writer.frames_written))
+
+
+def _image_size_hint(model: Any) -> int:
+    """The input size of ``model`` as far as it is known without loading it (the official
+    size where it is not: a checkpoint path of an official model, or something
+    :func:`load_model` will refuse anyway); checked again once the network is built."""
+    from napari_sam2.model import MODEL_NAMES, SAM2Config
+
+    default = int(SAM2Config.from_name("sam2.1_hiera_tiny").image_size)
+    config = getattr(model, "config", model)
+    if isinstance(config, SAM2Config):
+        return int(config.image_size)
+    if isinstance(model, str) and model in MODEL_NAMES:
+        return int(SAM2Config.from_name(model).image_size)
+    values: Any = model
+    if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".json"):
+        try:
+            values = json.loads(Path(model).read_text(encoding="utf-8-sig"))
+        except (OSError, ValueError):
+            return default
+    if isinstance(values, Mapping):
+        values = values.get("values", values)
+        if isinstance(values, Mapping) and isinstance(values.get("image_size"), int):
+            return int(values["image_size"])
+    return default
+
+
+def _checked_labels(labels: Any, shape: tuple[int, int, int], records: Sequence[Any]) -> Any:
+    """``labels`` (or a new uint16 array) after checking it can take every prompted object:
+    its shape, an integer dtype wide enough for the largest object id, and writable."""
+    if labels is None:
+        return np.zeros(shape, np.uint16)
+    if tuple(labels.shape) != shape:
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the frames {shape}")
+    dtype = np.dtype(labels.dtype)
+    if dtype.kind not in "iu":
+        raise TypeError(f"labels must have an integer dtype, got {dtype}")
+    top = max((int(r.object_id) for r in records), default=0)
+    if top > np.iinfo(dtype).max:
+        raise ValueError(
+            f"object id {top} does not fit labels of dtype {dtype} (largest label "
+            f"{np.iinfo(dtype).max}): pass uint16 or uint32 labels, or smaller object ids"
+        )
+    flags = getattr(labels, "flags", None)
+    if (flags is not None and not flags.writeable) or getattr(labels, "read_only", False):
+        raise ValueError(
+            "labels is read-only: pass a writable array (e.g. labels.copy(), or a zarr array "
+            "opened with mode='r+')"
+        )
+    return labels

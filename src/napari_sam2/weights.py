@@ -12,19 +12,32 @@ Offline machines and clusters: put the ``.pt`` files in a folder and point
 (``NAPARI_SAM2_CACHE`` moves the cache). Proxies are taken from the usual ``http_proxy`` /
 ``https_proxy`` / ``no_proxy`` environment variables (urllib's default handling).
 
+Processes that want the same checkpoint download it once: the others wait on a lock file in the
+temporary folder, say so (log message, progress callback) after a few seconds, and give up after
+``NAPARI_SAM2_LOCK_TIMEOUT`` seconds (default 1800) with an error naming the lock file. A download
+that does not fit on the cache's disk is refused before it starts where the server says the size,
+and a full disk met halfway removes the partial file: the error names the folder and the space
+needed, and suggests ``NAPARI_SAM2_CACHE`` or ``NAPARI_SAM2_WEIGHTS``.
+
 This module imports neither napari nor Qt nor the network package: scripts and cluster jobs
 use it as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import http.client
 import json
+import logging
 import os
+import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,11 +47,13 @@ from typing import Literal
 __all__ = [
     "CACHE_ENV",
     "CHECKPOINT_NAMES",
+    "LOCK_TIMEOUT_ENV",
     "MODEL_REGISTRY",
     "WEIGHTS_ENV",
     "CheckpointInfo",
     "WeightsError",
     "cache_dir",
+    "checkpoint_file_problem",
     "checkpoint_info",
     "checkpoint_status",
     "ensure_checkpoint",
@@ -49,6 +64,9 @@ __all__ = [
 
 CACHE_ENV = "NAPARI_SAM2_CACHE"
 WEIGHTS_ENV = "NAPARI_SAM2_WEIGHTS"
+LOCK_TIMEOUT_ENV = "NAPARI_SAM2_LOCK_TIMEOUT"
+
+logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, "int | None"], object]
 Status = Literal["cached", "needs download", "local file"]
@@ -64,6 +82,22 @@ _SAM21_SHA256 = {
 }
 _CHUNK = 1 << 20
 _SIDECAR_SUFFIX = ".sha256"
+
+# Waiting for another process's download: generous by default (a large checkpoint on a slow
+# line takes many minutes), said out loud after a few seconds, polled often enough that the
+# waiter goes on promptly once the holder is done.
+_DEFAULT_LOCK_TIMEOUT = 1800.0
+_LOCK_REPORT_AFTER = 3.0
+_LOCK_POLL_MAX = 0.25
+_LOCK_PID_OFFSET = 1  # byte 0 is the byte locked on Windows, where a locked byte cannot be read
+
+# Errors that mean the disk (or the user's quota on it) is full: resuming cannot help.
+_NO_SPACE_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
+)
+# torch's legacy (non-zip) format starts with this number pickled; with protocol 0 or 1 the
+# pickle is ASCII, so it must not be taken for a text file.
+_LEGACY_TORCH_MAGIC_TEXT = b"L119547037146038801333356"
 
 
 class WeightsError(RuntimeError):
@@ -166,7 +200,7 @@ def checkpoint_status(name: str | os.PathLike) -> Status:
     if find_local_checkpoint(name) is not None:
         return "local file"
     cached = cache_dir() / checkpoint_info(name).filename
-    if cached.is_file() and cached.stat().st_size > 0:
+    if _is_file(cached) and cached.stat().st_size > 0:
         return "cached"
     return "needs download"
 
@@ -177,6 +211,7 @@ def ensure_checkpoint(
     *,
     attempts: int = 3,
     timeout: float = 60.0,
+    lock_timeout: float | None = None,
 ) -> Path:
     """A verified local checkpoint file for ``name``, downloading it if needed.
 
@@ -186,7 +221,11 @@ def ensure_checkpoint(
     downloading (``bytes_total`` is None when the server does not say); an exception raised
     by it cancels the download and is passed on, keeping the partial file so that the next
     call resumes. A cut connection is retried up to ``attempts`` times in all, resuming where
-    it stopped. Raises :class:`WeightsError` when no verified file can be had.
+    it stopped. While another process downloads the same file this one waits, calling
+    ``progress(bytes_that_process_has, None)``, for at most ``lock_timeout`` seconds (default:
+    ``$NAPARI_SAM2_LOCK_TIMEOUT``, else 30 minutes). Raises :class:`WeightsError` when no
+    verified file can be had, saying why and what to do (also for an unwritable cache folder
+    or a full disk).
     """
     if _is_path_like(name):
         return _checked_user_file(Path(name))
@@ -197,34 +236,78 @@ def ensure_checkpoint(
         if not verify_checkpoint(local, info):
             raise WeightsError(
                 f"{local} (from ${WEIGHTS_ENV}) is not an intact {info.name} checkpoint "
-                f"(checksum or format check failed). Replace it with a fresh copy of {info.url}."
+                f"({_quiet_problem(local) or 'checksum or format check failed'}). "
+                f"Replace it with a fresh copy of {info.url}."
             )
         return local
 
     cached = cache_dir() / info.filename
-    if cached.is_file():
+    if _is_file(cached):
         if verify_checkpoint(cached, info):
             return cached
         # A damaged cache entry is replaced, never loaded (it would crash the model loader).
-        _remove(cached, _sidecar(cached))
+        try:
+            _remove(cached, _sidecar(cached))
+        except OSError as error:
+            raise _cache_error(
+                info,
+                cached,
+                error,
+                doing=f"the cached copy {cached} is damaged and cannot be replaced",
+            ) from error
 
-    with _download_lock(cached):
+    if lock_timeout is None:
+        lock_timeout = _lock_timeout_from_env()
+    elif not lock_timeout >= 0:
+        raise ValueError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")
+    with _download_lock(cached, info.name, progress, lock_timeout):
         # another process or thread may have fetched it while this one waited for the lock
-        if not (cached.is_file() and verify_checkpoint(cached, info)):
+        if not (_is_file(cached) and verify_checkpoint(cached, info)):
             _download(info, cached, progress, attempts=attempts, timeout=timeout)
     return cached
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False also where the folder cannot be looked into (then a download
+    is attempted, and its failure to write there is what gets explained)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _lock_timeout_from_env() -> float:
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not value:
+        return _DEFAULT_LOCK_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0:  # also refuses NaN
+        raise WeightsError(
+            f"{LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds >= 0: set it to e.g. 1800 "
+            "(wait at most 30 minutes for another process's download), or unset it"
+        )
+    return seconds
+
+
 @contextmanager
-def _download_lock(destination: Path) -> Iterator[None]:
+def _download_lock(
+    destination: Path,
+    label: str = "",
+    progress: ProgressCallback | None = None,
+    timeout: float = _DEFAULT_LOCK_TIMEOUT,
+) -> Iterator[None]:
     """Hold an exclusive lock for downloading ``destination``, across processes and threads.
 
     Two downloads into one ``.part`` file would interleave their bytes and both fail the
     checksum. The lock is an OS file lock, released when its holder exits, even by a crash.
-    The lock file lives in the temporary folder, so the cache holds only checkpoints.
+    The lock file lives in the temporary folder, so the cache holds only checkpoints; it holds
+    the holder's pid, for the messages of those who wait. Waiting is reported through
+    ``progress`` and the log and ends with a :class:`WeightsError` after ``timeout`` seconds.
     """
-    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:16]
-    lock_path = Path(tempfile.gettempdir()) / f"napari-sam2-{key}.lock"
+    lock_path = _lock_path(destination)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:  # e.g. another user's lock file for a shared cache: download unlocked
@@ -233,27 +316,132 @@ def _download_lock(destination: Path) -> Iterator[None]:
         yield
         return
     try:
-        if os.name == "nt":
-            import msvcrt
-
-            while True:
-                try:
-                    msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # gives up after 10 s: ask again
-                    break
-                except OSError:
-                    continue
-            try:
-                yield
-            finally:
-                os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield  # closing the descriptor releases the lock
+        _wait_for_lock(fd, lock_path, destination, label or destination.name, progress, timeout)
+        _write_lock_holder(fd)
+        try:
+            yield
+        finally:
+            _unlock(fd)
     finally:
         os.close(fd)
+
+
+def _lock_path(destination: Path) -> Path:
+    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"napari-sam2-{key}.lock"
+
+
+def _wait_for_lock(
+    fd: int,
+    lock_path: Path,
+    destination: Path,
+    label: str,
+    progress: ProgressCallback | None,
+    timeout: float,
+) -> None:
+    """Take the lock on ``fd``, waiting as long as ``timeout`` allows and saying so."""
+    if _try_lock(fd):
+        return
+    part = destination.with_name(destination.name + ".part")
+    start = time.monotonic()
+    pause = 0.01
+    reported = False
+    while True:
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise WeightsError(
+                f"gave up after waiting {waited:.1f} s for another download of {label} into "
+                f"{destination.parent}: the lock file {lock_path} is held by "
+                f"{_describe_holder(_read_lock_holder(fd))}. If that process is stuck, end it; "
+                f"if no napari-sam2 download is running, delete {lock_path} and try again. "
+                f"To wait longer, set {LOCK_TIMEOUT_ENV} (seconds; now {timeout:g})."
+            )
+        if not reported and waited >= _LOCK_REPORT_AFTER:
+            logger.warning(
+                "waiting for another process downloading %s (lock file %s, held by %s); "
+                "giving up after %g s (%s)",
+                label,
+                lock_path,
+                _describe_holder(_read_lock_holder(fd)),
+                timeout,
+                LOCK_TIMEOUT_ENV,
+            )
+            reported = True
+        if progress is not None:
+            # The other process's partial file grows as it downloads: show that, size unknown.
+            # An exception from the callback cancels the wait, as it cancels a download.
+            progress(_size_or_zero(part), None)
+        # A cross-process lock offers nothing to wait on but itself: poll, briefly at first.
+        time.sleep(min(pause, max(timeout - waited, 0.0)))
+        pause = min(pause * 2, _LOCK_POLL_MAX)
+        if _try_lock(fd):
+            if reported:
+                logger.info("the other download of %s ended; going on", label)
+            return
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock without blocking; False while someone else holds it."""
+    if os.name == "nt":
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):
+        return False
+    except OSError:  # a temporary folder without locks: go on unlocked, as without a lock file
+        return True
+    return True
+
+
+def _unlock(fd: int) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    # elsewhere closing the descriptor releases the lock
+
+
+def _write_lock_holder(fd: int) -> None:
+    record = f"{os.getpid()}\n".encode()
+    try:
+        os.lseek(fd, _LOCK_PID_OFFSET, os.SEEK_SET)
+        os.write(fd, record)
+        os.ftruncate(fd, _LOCK_PID_OFFSET + len(record))
+    except OSError:
+        pass  # the pid only makes the waiters' messages more useful
+
+
+def _read_lock_holder(fd: int) -> int | None:
+    try:
+        os.lseek(fd, _LOCK_PID_OFFSET, os.SEEK_SET)
+        return int(os.read(fd, 32).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _describe_holder(pid: int | None) -> str:
+    if pid is None:
+        return "an unknown process"
+    if pid == os.getpid():
+        return f"another thread of this process (pid {pid})"
+    return f"pid {pid}"
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def verify_checkpoint(path: Path, info: CheckpointInfo) -> bool:
@@ -281,6 +469,17 @@ def _checked_user_file(path: Path) -> Path:
         )
     if path.stat().st_size == 0:
         raise WeightsError(f"checkpoint file {path} is empty: copy it again")
+    # Refuse what is plainly no checkpoint (a text or HTML file, a truncated zip) here, with
+    # words, rather than let torch fail on it with an IndexError from deep inside.
+    try:
+        problem = checkpoint_file_problem(path)
+    except OSError as error:
+        raise WeightsError(f"cannot read checkpoint file {path}: {error}") from error
+    if problem is not None:
+        raise WeightsError(
+            f"{path} is not a readable PyTorch checkpoint ({problem}): give the .pt file of an "
+            f"official SAM 2 checkpoint, or one of the names {', '.join(MODEL_REGISTRY)}"
+        )
     # A file named like an official checkpoint with a published checksum can be checked,
     # which catches truncated copies on clusters before torch fails on them.
     for info in MODEL_REGISTRY.values():
@@ -309,7 +508,10 @@ def _download(
     attempts: int,
     timeout: float,
 ) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _cache_error(info, destination, error) from error
     part = destination.with_name(destination.name + ".part")
     last_error: Exception | None = None
     restarted_after_mismatch = False
@@ -332,13 +534,26 @@ def _download(
                 f"cannot download {info.name} ({reason}): no network connection to "
                 f"{info.url}? {_manual_hint(info, destination)}"
             ) from error
+        except _CacheWriteFailed as failure:
+            if failure.no_space:
+                # Resuming cannot help while the disk is full, and the partial file holds
+                # space the user needs back: remove it (other failures keep it for resuming).
+                with contextlib.suppress(OSError):
+                    _remove(part, _sidecar(part))
+            raise _cache_error(info, destination, failure.error, needed=failure.needed) from (
+                failure.error
+            )
 
         if verify_checkpoint(part, info):
-            sidecar = _sidecar(part)
-            if sidecar.exists():
-                os.replace(sidecar, _sidecar(destination))
-            os.replace(part, destination)
+            try:
+                sidecar = _sidecar(part)
+                if sidecar.exists():
+                    os.replace(sidecar, _sidecar(destination))
+                os.replace(part, destination)
+            except OSError as error:
+                raise _cache_error(info, destination, error) from error
             return
+        problem = _quiet_problem(part)
         _remove(part, _sidecar(part))
         if resumed and not restarted_after_mismatch:
             # The old partial file may belong to another version of the file: start afresh once.
@@ -346,8 +561,9 @@ def _download(
             attempt -= 1
             continue
         raise WeightsError(
-            f"the download of {info.name} from {info.url} is corrupt (sha256 or format check "
-            f"failed) and was discarded; the cache is unchanged. Try again later. "
+            f"the download of {info.name} from {info.url} is corrupt "
+            f"({problem or 'sha256 or format check failed'}) and was discarded; the cache is "
+            f"unchanged. Try again later. "
             f"{_manual_hint(info, destination)}"
         )
     raise WeightsError(
@@ -362,6 +578,83 @@ class _Interrupted(Exception):
 
 class _Unreachable(Exception):
     """No connection to the server (refused, no route, name not resolved, timed out)."""
+
+
+class _CacheWriteFailed(Exception):
+    """Storing the download failed on this machine's side (``error`` None: too little space).
+
+    Kept apart from network failures, which the same OSError classes can express, because the
+    remedy differs: another cache folder instead of another try.
+    """
+
+    def __init__(self, error: OSError | None, needed: int | None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.needed = needed
+
+    @property
+    def no_space(self) -> bool:
+        return self.error is None or self.error.errno in _NO_SPACE_ERRNOS
+
+
+def _cache_error(
+    info: CheckpointInfo,
+    destination: Path,
+    error: OSError | None,
+    *,
+    needed: int | None = None,
+    doing: str | None = None,
+) -> WeightsError:
+    """The error for a cache folder that cannot take ``destination``: where, why, what to do."""
+    folder = destination.parent
+    code = error.errno if error is not None else None
+    if error is None or code in _NO_SPACE_ERRNOS:
+        quota = code is not None and code == getattr(errno, "EDQUOT", None)
+        amounts = []
+        if needed is not None:
+            amounts.append(f"{_size_text(needed)} needed")
+        free = None if quota else _free_bytes(folder)  # the disk's free space ignores quotas
+        if free is not None:
+            amounts.append(f"{_size_text(free)} available")
+        why = "the disk quota is used up" if quota else "no space left on its disk"
+        if amounts:
+            why += f" ({', '.join(amounts)})"
+        why += "; no partial file was left behind"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "the folder is not writable" if _is_dir(folder) else "the folder cannot be created"
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        why = "it, or a folder above it, is a file, not a folder"
+    else:
+        why = "writing there failed"
+    if error is not None:
+        why += f" [{error}]"
+    space = f" with at least {_size_text(needed)} free" if needed is not None else ""
+    return WeightsError(
+        f"{doing or f'cannot save {info.name} in the cache folder {folder}'}: {why}. "
+        f"Set {CACHE_ENV} to a writable folder{space}, or download {info.url} elsewhere and "
+        f"put it in a folder named by {WEIGHTS_ENV} (or pass the file's path instead of the name)."
+    )
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _size_text(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _fetch_into(
@@ -396,7 +689,17 @@ def _fetch_into(
         else:
             mode, done, total = "wb", 0, length  # the server ignored the Range: restart
         resumed = mode == "ab"
-        with open(part, mode) as out:
+        if length is not None:
+            # Refuse before writing when the rest cannot fit: filling the disk would fail late
+            # and leave the user's disk full. A restart frees the old partial file first.
+            free = _free_bytes(part.parent)
+            if free is not None and length > free + (0 if resumed else have):
+                raise _CacheWriteFailed(None, needed=total)
+        try:
+            out = open(part, mode)
+        except OSError as error:
+            raise _CacheWriteFailed(error, needed=total) from error
+        try:
             if progress is not None:
                 progress(done, total)
             while True:
@@ -406,10 +709,20 @@ def _fetch_into(
                     raise _Interrupted(f"{type(error).__name__}: {error}") from error
                 if not chunk:
                     break
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as error:
+                    raise _CacheWriteFailed(error, needed=total) from error
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
+            try:
+                out.close()  # flushes: a full disk can show here first
+            except OSError as error:
+                raise _CacheWriteFailed(error, needed=total) from error
+        finally:
+            with contextlib.suppress(OSError):  # after a failure; the first error is the story
+                out.close()
     if total is not None and done < total:
         raise _Interrupted(f"connection closed after {done} of {total} bytes")
     return resumed
@@ -420,6 +733,83 @@ def _range_start(response) -> int | None:
     try:
         return int(content_range.split()[1].split("-")[0])
     except (IndexError, ValueError):
+        return None
+
+
+def checkpoint_file_problem(path: str | os.PathLike) -> str | None:
+    """Why the file at ``path`` cannot be a PyTorch checkpoint, or None if it may be one.
+
+    A cheap look at its bytes (the first few hundred; for a zip archive its directory at the
+    end), without torch: for errors that say what the file is instead of what torch tripped
+    over. The answer reads like "it is a text file" or "it is a truncated zip archive ...".
+    None does not promise a loadable checkpoint, only that nothing plainly wrong was seen.
+    Raises OSError when the file cannot be read.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "it is empty"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04"):  # torch's own format since 1.6 is a zip archive
+        return _zip_problem(path)
+    if head.startswith(b"\x80") or head.startswith(_LEGACY_TORCH_MAGIC_TEXT):
+        return None  # a pickle, as torch's legacy format is
+    if head.startswith(b"\x89HDF"):
+        return "it is an HDF5 file (Keras or TensorFlow weights?)"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed: decompress it first"
+    if _is_safetensors(head, size):
+        return "it is a safetensors file (e.g. from Hugging Face transformers), not a .pt file"
+    text = _as_text(head)
+    if text is not None:
+        start = text.lstrip().lower()
+        if start.startswith("version https://git-lfs"):
+            return "it is a Git LFS pointer, not the file itself: fetch it with `git lfs pull`"
+        if start.startswith(("<!doctype html", "<html")) or "<html" in start[:300]:
+            return "it is an HTML page (an error or login page saved instead of the file?)"
+        return "it is a text file"
+    return None  # some other binary: torch decides
+
+
+def _zip_problem(path: Path) -> str | None:
+    # A zip archive's directory is at its end: a cut-off copy has none.
+    if not zipfile.is_zipfile(path):
+        return "it is a truncated or damaged zip archive (its end is missing): copy it again"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        return "it is a damaged zip archive: copy it again"
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        return "it is a zip archive, but not one written by torch (no data.pkl inside)"
+    return None
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    # 8-byte little-endian header length, then the JSON header itself
+    if len(head) < 10:
+        return False
+    header_length = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 8 + header_length <= size
+
+
+def _as_text(head: bytes) -> str | None:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the end of the sample
+            return None
+        text = head[: error.start].decode("utf-8")
+    if all(char.isprintable() or char in "\t\n\r\f\v" for char in text):
+        return text
+    return None
+
+
+def _quiet_problem(path: Path) -> str | None:
+    try:
+        return checkpoint_file_problem(path)
+    except OSError:
         return None
 
 

@@ -1,4 +1,5 @@
-"""Fixtures for the network tests: the mini model in float32 and float64 and its inputs."""
+"""Fixtures for the network tests: the mini model (reference weights, parity tests) in float32
+and float64 and its inputs, and the small random-weight model in float64."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from napari_sam2.model import SAM2Model, build_sam2
 @pytest.fixture(scope="session")
 def mini_model_f64(mini_config, mini_checkpoint) -> SAM2Model:
     return build_sam2(mini_config, checkpoint=mini_checkpoint).to(torch.float64)
+
+
+@pytest.fixture(scope="session")
+def small_model_f64(small_config, small_checkpoint) -> SAM2Model:
+    """The small test network in float64 (its own copy: ``small_model`` stays float32)."""
+    return build_sam2(small_config, checkpoint=small_checkpoint).to(torch.float64)
 
 
 @pytest.fixture(scope="session")

@@ -34,14 +34,14 @@ def test_raw_value_path_matches_projected_values(monkeypatch, num_pointer_tokens
     torch.testing.assert_close(blocked, reference.detach(), rtol=0, atol=1e-12)
 
 
-def test_gradients_flow_through_chunked_layers(mini_config):
+def test_gradients_flow_through_chunked_layers(small_config):
     """Training-style use: chunked Hiera blocks and memory attention keep autograd working."""
     torch.manual_seed(0)
-    model = build_sam2(mini_config)
-    s = mini_config.image_size
+    model = build_sam2(small_config)
+    s = small_config.image_size
     feats = model.encode_image(torch.randn(1, 3, s, s))
     tokens = feats.vision.shape[-1] ** 2
-    memory = torch.randn(1, 2 * tokens + 4, mini_config.mem_dim, requires_grad=True)
+    memory = torch.randn(1, 2 * tokens + 4, small_config.mem_dim, requires_grad=True)
     out = model.attend_to_memory(feats.vision, feats.vision_pos, memory, memory.detach(), 4)
     (out.square().mean() + feats.high_res[0].mean()).backward()
     assert memory.grad is not None and memory.grad.abs().sum() > 0
@@ -49,17 +49,17 @@ def test_gradients_flow_through_chunked_layers(mini_config):
     assert first_mlp.weight.grad is not None and first_mlp.weight.grad.abs().sum() > 0
 
 
-def test_small_chunks_compute_the_same_function(mini_config, monkeypatch):
-    """The mini model's tensors fit one chunk; tiny chunks exercise every chunked path (windows,
+def test_small_chunks_compute_the_same_function(small_config, monkeypatch):
+    """The small model's tensors fit one chunk; tiny chunks exercise every chunked path (windows,
     pooled shortcut row pairs, MLP tokens, memory-attention feed-forward)."""
     torch.manual_seed(0)
-    model = build_sam2(mini_config).double().eval()
-    s = mini_config.image_size
+    model = build_sam2(small_config).double().eval()
+    s = small_config.image_size
     image = torch.randn(1, 3, s, s, dtype=torch.float64)
     with torch.no_grad():
         whole = model.encode_image(image)
         tokens = whole.vision.shape[-1] ** 2
-        memory = torch.randn(1, 2 * tokens + 4, mini_config.mem_dim, dtype=torch.float64)
+        memory = torch.randn(1, 2 * tokens + 4, small_config.mem_dim, dtype=torch.float64)
         attended = model.attend_to_memory(whole.vision, whole.vision_pos, memory, memory, 4)
         calls = []
         original = common.apply_in_row_chunks

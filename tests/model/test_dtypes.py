@@ -23,24 +23,24 @@ def _run_all_steps(model, dtype):
     return feats, out, mem, out2, masked
 
 
-def test_float64_end_to_end(mini_model_f64):
+def test_float64_end_to_end(small_model_f64):
     with torch.no_grad():
-        feats, out, mem, out2, masked = _run_all_steps(mini_model_f64, torch.float64)
+        feats, out, mem, out2, masked = _run_all_steps(small_model_f64, torch.float64)
     outputs = (feats.vision, feats.vision_pos, *feats.high_res, out.low_res, out.high_res)
     outputs += (out.obj_ptr, mem, out2.low_res, out2.obj_ptr, masked.low_res, masked.obj_ptr)
     for t in outputs:
         assert t.dtype == torch.float64
 
 
-def test_cpu_autocast_bfloat16(mini_model):
+def test_cpu_autocast_bfloat16(small_model):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        feats, out, mem, out2, masked = _run_all_steps(mini_model, torch.float32)
+        feats, out, mem, out2, masked = _run_all_steps(small_model, torch.float32)
     assert out.low_res.shape == (1, 1, 64, 64)
     assert torch.isfinite(out2.low_res).all() and torch.isfinite(masked.obj_ptr).all()
 
 
-def test_rejects_wrong_image_size(mini_model):
+def test_rejects_wrong_image_size(small_model):
     import pytest
 
     with pytest.raises(ValueError, match=r"\(B, 3, 256, 256\)"):
-        mini_model.encode_image(torch.zeros(1, 3, 128, 128))
+        small_model.encode_image(torch.zeros(1, 3, 128, 128))

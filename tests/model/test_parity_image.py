@@ -121,25 +121,7 @@ def test_decoder_outputs(encoded, case, multimask, mini_dir):
     close(ptr, image[f"{case}_obj_ptr"], atol, "pointer from the reference token")
 
 
-def test_absent_object_gets_no_obj_score_and_pointer(mini_model, mini_dir):
-    """Forcing the object score <= 0 gates the logits to -1024 and the pointer to no_obj_ptr."""
-    image = np.load(mini_dir / "image.npz")
-    model = mini_model
-    feats = model.encode_image(torch.from_numpy(image["input_normalized"]))
-    pix = model.add_no_memory_embedding(feats.vision)
-    coords, labels, _ = _prompt(image, "A_multi", torch.float32)
-    head = model.sam_mask_decoder.pred_obj_score_head.layers[-1]
-    saved = head.bias.detach().clone()
-    try:
-        with torch.no_grad():
-            head.bias.sub_(100.0)
-            out = model.predict_masks(pix, feats.high_res, coords, labels, None, True)
-    finally:
-        with torch.no_grad():
-            head.bias.copy_(saved)
-    assert (out.object_score_logits <= 0).all()
-    assert torch.all(out.low_res == -1024.0)
-    assert torch.equal(out.obj_ptr, model.no_obj_ptr.detach())
+# test_absent_object_gets_no_obj_score_and_pointer: in test_network_properties.py (no array)
 
 
 @pytest.mark.gpu

@@ -105,7 +105,7 @@ def test_resize_shrinks_with_antialias_and_stays_in_range() -> None:
     assert abs(float(x[0, 4:12, 4:12].mean()) - 0.5) < 0.05
 
 
-def test_nan_and_inf_become_zero_and_are_ignored_by_limits() -> None:
+def test_nan_and_inf_are_clipped_like_any_value_and_ignored_by_limits() -> None:
     frames = np.linspace(0, 1, 2 * 10 * 10, dtype=np.float32).reshape(2, 10, 10) * 100
     frames[0, 0, 0] = np.nan
     frames[0, 0, 1] = np.inf
@@ -113,9 +113,15 @@ def test_nan_and_inf_become_zero_and_are_ignored_by_limits() -> None:
     src = FrameSource(frames, 10)
     lo, hi = src.contrast_limits
     assert np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < 2 and 99 < hi <= 100
-    x = src.model_input(0) * STD + MEAN
-    assert torch.isfinite(x).all()
-    assert abs(float(x[0, 0, 0])) < 1e-6 and abs(float(x[0, 0, 1])) < 1e-6
+    for t in (0, 1):
+        assert torch.isfinite(src.model_input(t)).all()
+    first = src.model_input(0) * STD + MEAN
+    second = src.model_input(1) * STD + MEAN
+    # NaN (no data) is the bottom of the range, +inf the top (a saturated pixel), -inf the bottom
+    assert abs(float(first[0, 0, 0])) < 1e-6
+    assert abs(float(first[0, 0, 1]) - 1.0) < 1e-6
+    assert abs(float(second[0, 0, 0])) < 1e-6
+    assert float(second[0, 9, 9]) > 0.99  # finite pixels keep their place in the range
 
 
 def test_dask_zarr_and_numpy_give_identical_inputs() -> None:

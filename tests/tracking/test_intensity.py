@@ -68,6 +68,6 @@ def test_nonfinite_constant_and_empty_stacks() -> None:
     assert np.all(np.isfinite(y)) and np.all(y == 0)
 
 
-def test_scale_to_unit_maps_nonfinite_to_zero() -> None:
+def test_scale_to_unit_maps_plus_inf_to_the_top_and_nan_and_minus_inf_to_the_bottom() -> None:
     x = np.array([np.nan, np.inf, -np.inf, 5.0, 15.0, 0.0])
-    np.testing.assert_array_equal(scale_to_unit(x, 0, 10), [0, 0, 0, 0.5, 1, 0])
+    np.testing.assert_array_equal(scale_to_unit(x, 0, 10), [0, 1, 0, 0.5, 1, 0])

@@ -1,4 +1,4 @@
-"""Tracker API: errors, propagation ranges (D3), objects, prompts and results (mini model)."""
+"""Tracker API: errors, propagation ranges (D3), objects, prompts, results (small test model)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from napari_sam2.tracking import FrameResult, Tracker
+from small_model import moving_blob_stack
 
-T, H, W = 8, 48, 40  # frames are resized to the mini model's 256 x 256
+T, H, W = 8, 48, 40  # frames are resized to the small model's 256 x 256
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,8 @@ def stack() -> np.ndarray:
 
 
 @pytest.fixture
-def tracker(mini_model, stack) -> Tracker:
-    return Tracker(mini_model, stack)
+def tracker(small_model, stack) -> Tracker:
+    return Tracker(small_model, stack)
 
 
 def _frames(results) -> list[int]:
@@ -82,16 +83,16 @@ def test_points_accumulate(tracker):
     assert labels.tolist() == [2, 3, 1]
 
 
-def test_feature_cache_encodes_a_frame_once(mini_model, stack, monkeypatch):
-    tracker = Tracker(mini_model, stack)
+def test_feature_cache_encodes_a_frame_once(small_model, stack, monkeypatch):
+    tracker = Tracker(small_model, stack)
     calls = []
-    original = mini_model.encode_image
+    original = small_model.encode_image
 
     def counting(images):
         calls.append(images.shape)
         return original(images)
 
-    monkeypatch.setattr(mini_model, "encode_image", counting)
+    monkeypatch.setattr(small_model, "encode_image", counting)
     tracker.add_points(2, 1, [(20.0, 15.0)], [1])
     tracker.add_points(2, 1, [(25.0, 18.0)], [1])
     tracker.add_points(2, 2, [(10.0, 10.0)], [1])
@@ -156,12 +157,12 @@ def test_correction_becomes_conditioning_frame(tracker):
     assert not torch.equal(tracker.stored_output(1, 5).low_res, before.low_res)
 
 
-def test_objects_are_independent_and_removable(mini_model, stack):
-    solo = Tracker(mini_model, stack)
+def test_objects_are_independent_and_removable(small_model, stack):
+    solo = Tracker(small_model, stack)
     solo.add_points(1, 1, [(20.0, 15.0)], [1])
     expected = [r.mask_logits[0] for r in solo.propagate()]
 
-    pair = Tracker(mini_model, stack)
+    pair = Tracker(small_model, stack)
     pair.add_points(1, 1, [(20.0, 15.0)], [1])
     pair.add_box(3, 2, (5, 5, 30, 30))
     got = [r.mask_logits[0] for r in pair.propagate()]
@@ -268,43 +269,49 @@ def test_propagate_argument_errors(tracker):
         tracker.propagate(max_frames=-1)
 
 
-def test_constructor_errors(mini_model, stack):
+def test_constructor_errors(small_model, stack):
     with pytest.raises(ValueError, match="fill_hole_area"):
-        Tracker(mini_model, stack, fill_hole_area=-1)
+        Tracker(small_model, stack, fill_hole_area=-1)
     with pytest.raises(ValueError, match="differs from the model"):
-        Tracker(mini_model, stack, dtype=torch.float64)
+        Tracker(small_model, stack, dtype=torch.float64)
     with pytest.raises(ValueError, match="unknown dtype"):
-        Tracker(mini_model, stack, dtype="float17")
+        Tracker(small_model, stack, dtype="float17")
 
 
-def _autocast_matches_float32(model, frames, device, dtype) -> None:
-    ref = Tracker(model, frames, contrast_limits=(0, 1))
-    a = ref.add_points(0, 1, [(170.25, 100.5)], [1])
-    fast = Tracker(model, frames, contrast_limits=(0, 1), device=device, dtype=dtype)
-    b = fast.add_points(0, 1, [(170.25, 100.5)], [1])
+def _autocast_matches_float32(model, device, dtype) -> None:
+    # grey uint8 blob, repeated to RGB: with the small model's random weights the prompted frame
+    # is all foreground and frame 1 a partial mask, so the comparison is not all-or-nothing
+    frames = moving_blob_stack(3)
+    ref = Tracker(model, frames)
+    fast = Tracker(model, frames, device=device, dtype=dtype)
+    ref.add_points(0, 1, [(48.25, 24.5)], [1])
+    b = fast.add_points(0, 1, [(48.25, 24.5)], [1])
     assert b.mask_logits.dtype == np.float32
     assert fast.stored_output(1, 0).low_res.dtype == torch.float32  # stored in float32
-    assert (a.masks == b.masks).mean() > 0.99
-    assert abs(a.object_score_logits[0] - b.object_score_logits[0]) < 0.1
-    results = list(fast.propagate())
-    assert [r.frame_index for r in results] == list(range(len(frames)))
+    expected = list(ref.propagate())  # the prompted frame comes first, as it was computed
+    got = list(fast.propagate())
+    assert [r.frame_index for r in got] == list(range(len(frames)))
+    assert any(0.05 < r.masks.mean() < 0.95 for r in expected)
+    for x, y in zip(expected, got, strict=True):
+        assert (x.masks == y.masks).mean() > 0.99, x.frame_index
+        # the small model's object-score head is scaled up, so half-precision errors in the
+        # scores are larger than with trained weights
+        assert abs(x.object_score_logits[0] - y.object_score_logits[0]) < 0.15, x.frame_index
     assert fast.stored_output(1, 1).memory.dtype == torch.bfloat16
 
 
-def test_autocast_bfloat16_on_cpu(mini_model, mini_dir):
-    frames = np.load(mini_dir / "frames.npy")[:3]
-    _autocast_matches_float32(mini_model, frames, None, torch.bfloat16)
+def test_autocast_bfloat16_on_cpu(small_model):
+    _autocast_matches_float32(small_model, None, torch.bfloat16)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_on_cuda(mini_config, mini_checkpoint, mini_dir, dtype):
+def test_autocast_on_cuda(small_config, small_checkpoint, dtype):
     from napari_sam2.model import build_sam2
 
-    model = build_sam2(mini_config, checkpoint=mini_checkpoint)  # own copy: moved to CUDA
-    frames = np.load(mini_dir / "frames.npy")[:3]
-    _autocast_matches_float32(model, frames, "cuda", dtype)
+    model = build_sam2(small_config, checkpoint=small_checkpoint)  # own copy: moved to CUDA
+    _autocast_matches_float32(model, "cuda", dtype)
 
 
 def test_points_on_the_frame_edges_are_inside(tracker):
@@ -312,14 +319,14 @@ def test_points_on_the_frame_edges_are_inside(tracker):
     assert r.has_output.all()
 
 
-def test_frames_as_frame_source(mini_model, stack):
+def test_frames_as_frame_source(small_model, stack):
     from napari_sam2.tracking import FrameSource
 
     source = FrameSource(stack, 256, contrast_limits=(0, 255))
-    tracker = Tracker(mini_model, source)
+    tracker = Tracker(small_model, source)
     assert tracker.frames is source and tracker.num_frames == T
     assert (tracker.height, tracker.width) == (H, W)
     with pytest.raises(ValueError, match="set contrast_limits on the FrameSource"):
-        Tracker(mini_model, source, contrast_limits=(0, 1))
+        Tracker(small_model, source, contrast_limits=(0, 1))
     with pytest.raises(ValueError, match="image_size=256"):
-        Tracker(mini_model, FrameSource(stack, 512))
+        Tracker(small_model, FrameSource(stack, 512))

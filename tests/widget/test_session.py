@@ -85,3 +85,17 @@ def test_remove_object_keeps_other_labels():
     session.remove_object(1)
     assert set(np.unique(labels)) == {0, 5}
     assert session.object_ids() == []
+
+
+def test_legs_count_the_frames_the_tracker_yields():
+    session, tracker, _ = make_session()
+    session.apply_prompts(PromptSet(points={(2, 1): clicks((10, 10)), (4, 1): clicks((9, 9))}))
+    legs = session.legs("both")
+    assert [(leg.name, list(leg.frames)) for leg in legs] == [
+        ("forward", [2, 3, 4, 5]),
+        ("reverse", [4, 3, 2, 1, 0]),
+    ]
+    for leg in legs:
+        assert [r.frame_index for r in session.propagate_leg(leg)] == list(leg.frames)
+    assert len(session.legs("reverse", start_frame=0)[0]) == 0  # nothing before frame 0
+    assert list(session.legs("forward", start_frame=1, max_frames=2)[0].frames) == [1, 2, 3]

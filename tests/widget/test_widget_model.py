@@ -1,4 +1,5 @@
-"""The dock widget with the real tracker and the mini SAM 2.1 model (random weights)."""
+"""The dock widget with the real tracker and the small SAM 2.1 network of the tests (random
+weights, built by the tests: no ``../shared`` needed) on generated stacks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 from qtpy.QtCore import QTimer
+
+from small_model import moving_blob_stack
 
 
 def click(points, coords, object_id, positive=True):
@@ -22,22 +25,21 @@ def two_threads():
 
 
 @pytest.fixture
-def frames(mini_dir):
-    """The mini scenario's frames (8, 256, 256) as grey uint8."""
-    rgb = np.load(mini_dir / "frames.npy")
-    return (rgb.mean(axis=-1) * 255).astype(np.uint8)
+def frames():
+    """A generated (8, 256, 256) uint8 time-lapse: a bright disc moving right."""
+    return moving_blob_stack(frames=8, size=256)
 
 
 def test_points_of_two_objects_give_labels_with_both_ids(
-    add_widget, run_and_wait, mini_model, frames, qtbot
+    add_widget, run_and_wait, small_model, frames, qtbot
 ):
     viewer, widget = add_widget(frames)
-    widget.use_model(mini_model, "mini (test)")
+    widget.use_model(small_model, "small (test)")
     points, _, _ = widget.new_prompt_layers()
-    run_and_wait(widget, lambda: click(points, (0, 170.25, 100.5), 1))
+    run_and_wait(widget, lambda: click(points, (0, 128.0, 64.0), 1))
     output = widget._output_layer()
     assert 1 in output.data[0] and not output.data[1:].any()  # the clicked frame, at once
-    run_and_wait(widget, lambda: click(points, (0, 60.0, 200.0), 2))
+    run_and_wait(widget, lambda: click(points, (0, 64.0, 64.0), 2))
     assert {1, 2} <= set(np.unique(output.data[0]).tolist())
     workers = []
     widget.worker_started.connect(workers.append)
@@ -51,9 +53,11 @@ def test_points_of_two_objects_give_labels_with_both_ids(
     assert len(widget.session.table) == 2 * 8
 
 
-def test_anisotropic_volume_keeps_scale_and_translate(add_widget, run_and_wait, mini_model, frames):
+def test_anisotropic_volume_keeps_scale_and_translate(
+    add_widget, run_and_wait, small_model, frames
+):
     viewer, widget = add_widget(frames, scale=(5, 0.8, 0.8), translate=(10, 2, 3))
-    widget.use_model(mini_model, "mini (test)")
+    widget.use_model(small_model, "small (test)")
     points, shapes, masks = widget.new_prompt_layers()
     run_and_wait(widget, lambda: click(points, (3, 120, 120), 1))
     run_and_wait(widget, lambda: widget.propagate("both"))
@@ -65,18 +69,18 @@ def test_anisotropic_volume_keeps_scale_and_translate(add_widget, run_and_wait, 
 
 
 def test_time_channel_stack_after_choosing_axis_and_channel(
-    add_widget, run_and_wait, mini_model, frames
+    add_widget, run_and_wait, small_model, frames
 ):
     tcyx = np.stack([255 - frames, frames], axis=1)  # (8, 2, 256, 256)
     viewer, widget = add_widget(tcyx)
-    widget.use_model(mini_model, "mini (test)")
+    widget.use_model(small_model, "small (test)")
     widget.axis_combo.setCurrentIndex(widget.axis_combo.findData(0))
     widget.channel_axis_combo.setCurrentIndex(widget.channel_axis_combo.findData(1))
     widget.channel_combo.setCurrentIndex(widget.channel_combo.findData(1))
     plan = widget.plan()
     assert (plan.frame_axis, plan.channel_axis, plan.y_axis, plan.x_axis) == (0, 1, 2, 3)
     points, _, _ = widget.new_prompt_layers()
-    run_and_wait(widget, lambda: click(points, (2, 1, 170.25, 100.5), 1))
+    run_and_wait(widget, lambda: click(points, (2, 1, 128.0, 96.0), 1))
     run_and_wait(widget, lambda: widget.propagate(max_frames=2))
     output = widget._output_layer()
     assert output.data.shape == (8, 1, 256, 256)
@@ -90,11 +94,11 @@ def test_time_channel_stack_after_choosing_axis_and_channel(
         assert output._slice.image.view.any(), c
 
 
-def test_viewer_stays_responsive_during_propagation(add_widget, run_and_wait, mini_model, qtbot):
+def test_viewer_stays_responsive_during_propagation(add_widget, run_and_wait, small_model, qtbot):
     rng = np.random.default_rng(1)
     stack = rng.integers(0, 255, (12, 256, 256), dtype=np.uint8)
     viewer, widget = add_widget(stack)
-    widget.use_model(mini_model, "mini (test)")
+    widget.use_model(small_model, "small (test)")
     points, _, _ = widget.new_prompt_layers()
     run_and_wait(widget, lambda: click(points, (0, 128, 128), 1))
     ticks = []

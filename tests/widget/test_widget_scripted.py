@@ -197,7 +197,10 @@ def test_keyboard_shortcuts_switch_object_and_polarity(scripted):
 def test_errors_reach_the_user_and_keep_labels(scripted, run_and_wait, monkeypatch):
     viewer, widget, points, _, _, trackers = scripted
     messages = []
-    monkeypatch.setattr("napari_sam2.widget.workers.show_error", messages.append)
+    monkeypatch.setattr(
+        "napari_sam2.widget.propagate_view.notify_failure",
+        lambda short, exc: messages.append(short),
+    )
     run_and_wait(widget, lambda: click(points, (0, 20, 10), 1))
     output = widget._output_layer()
     before = output.data.copy()
@@ -208,7 +211,9 @@ def test_errors_reach_the_user_and_keep_labels(scripted, run_and_wait, monkeypat
 
     trackers[-1].propagate = broken
     run_and_wait(widget, widget.propagate)
-    assert messages and "device lost" in messages[-1] and "kept" in messages[-1]
+    assert len(messages) == 1 and messages[0].startswith("SAM 2: propagation failed")
+    assert "device lost" in widget.status_label.toolTip()
+    assert "kept" in widget.status_label.toolTip()
     np.testing.assert_array_equal(output.data, before)
     assert widget.propagate_button.isEnabled()
 

@@ -1,6 +1,12 @@
 """The SAM 2 / SAM 2.1 network in plain PyTorch."""
 
-from .build import build_sam2, describe_state_dict, load_checkpoint
+from .build import (
+    build_sam2,
+    describe_state_dict,
+    identify_checkpoint,
+    load_checkpoint,
+    state_dict_mismatch,
+)
 from .config import MODEL_NAMES, SAM2Config
 from .sam2 import NO_OBJ_SCORE, HeadOutput, ImageFeatures, SAM2Model
 
@@ -13,5 +19,7 @@ __all__ = [
     "SAM2Model",
     "build_sam2",
     "describe_state_dict",
+    "identify_checkpoint",
     "load_checkpoint",
+    "state_dict_mismatch",
 ]

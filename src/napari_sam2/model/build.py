@@ -3,10 +3,9 @@ and the checks that say which model a state dict belongs to."""
 
 from __future__ import annotations
 
+import functools
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -73,17 +72,35 @@ def _check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict of an official checkpoint file (`{"model": state_dict}`)."""
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict of an official checkpoint file (`{"model": state_dict}`).
+
+    ``mmap=True`` maps the tensors from the file instead of reading them (a zip-format file, as
+    ``torch.save`` writes by default; other files are read): cheap when only the names and
+    shapes are wanted, as by :func:`identify_checkpoint`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        obj = _torch_load(path, mmap)
+    except (OSError, MemoryError):
+        raise  # an unreadable file or too little memory: those errors say so themselves
+    except Exception as err:
+        # torch's unpickler fails on foreign bytes with whatever it trips over (IndexError,
+        # KeyError, UnpicklingError, RuntimeError, EOFError, ...): say what the file is instead.
+        from napari_sam2.weights import checkpoint_file_problem
+
+        try:
+            problem = checkpoint_file_problem(path)
+        except OSError:
+            problem = None
+        if problem is None:
+            detail = (str(err).strip().splitlines() or [""])[0][:200]
+            problem = f"torch cannot read it, it may be damaged: {type(err).__name__}: {detail}"
         raise ValueError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or another file "
-            f"type): {err}. Delete it and download it again."
+            f"{path} is not a readable PyTorch checkpoint ({problem}): give the .pt file of an "
+            "official SAM 2 checkpoint (download it again if this copy is damaged)"
         ) from None
     if not isinstance(obj, Mapping) or "model" not in obj:
         keys = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
@@ -95,6 +112,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: 'model' entry is not a state dict")
     return dict(state)
+
+
+def _torch_load(path: Path, mmap: bool) -> object:
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            pass  # not a zip-format file (mmap needs one): read it as a whole below
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
@@ -151,3 +177,55 @@ def check_state_dict(
         f"this checkpoint looks like {got}, but {want} (SAM {config.sam_version}) was requested: "
         f"{'; '.join(details)} entries. Pass the checkpoint that matches the model name."
     )
+
+
+def identify_checkpoint(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The official model whose parameters ``state`` has, by name and shape, or None.
+
+    The shapes decide: SAM 2.0 and 2.1 differ in keys (2.1 adds ``no_obj_embed_spatial`` and
+    the temporal projection of object pointers), tiny and small in the number of trunk blocks,
+    base_plus and large in the trunk's position embedding. A name is given only where the state
+    dict has exactly the keys and shapes of that one model; anything else (a custom
+    configuration, a fine-tune of another size, a partial or damaged dict) gives None, and the
+    caller has to say which model the weights belong to. A fine-tune that keeps an official
+    architecture is recognised as that architecture: checkpoints do not record the image size
+    or training, only parameters.
+    """
+    shapes = _shapes_of(state)
+    if shapes is None:
+        return None
+    described = describe_state_dict(state).split(" ", 1)[0]
+    if described not in MODEL_NAMES:
+        return None
+    return described if _official_shapes(described) == shapes else None
+
+
+def state_dict_mismatch(state: Mapping[str, torch.Tensor], config: SAM2Config) -> str | None:
+    """Why ``state`` cannot be loaded into a network of ``config`` (None: it fits exactly).
+
+    Cheap: the network is built on the meta device, without memory for its parameters.
+    """
+    with torch.device("meta"):
+        model = SAM2Model(config)
+    try:
+        check_state_dict(state, model, config)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _shapes_of(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]] | None:
+    shapes = {}
+    for key, value in state.items():
+        shape = getattr(value, "shape", None)
+        if not isinstance(key, str) or shape is None:
+            return None
+        shapes[key] = tuple(int(n) for n in shape)
+    return shapes
+
+
+@functools.cache
+def _official_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation cost
+        model = SAM2Model(SAM2Config.from_name(name))
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}

@@ -9,7 +9,15 @@ The command line and the napari widget both drive the tracker through this packa
 >>> export_labels_tiff(labels, "labels.tif", axes="TYX"); table.to_csv("presence.csv")
 """
 
-from napari_sam2.outputs.export import ctc_tracks, export_ctc, export_labels_tiff
+from napari_sam2.outputs.export import (
+    OutputWriteError,
+    ctc_tracks,
+    export_ctc,
+    export_labels_tiff,
+    write_atomically,
+    write_labels_tiff,
+    write_text_atomically,
+)
 from napari_sam2.outputs.labels import LabelsWriter, frame_planes
 from napari_sam2.outputs.presence import PresenceRow, PresenceTable
 from napari_sam2.outputs.propagate import DIRECTIONS, propagate_into
@@ -17,6 +25,7 @@ from napari_sam2.outputs.propagate import DIRECTIONS, propagate_into
 __all__ = [
     "DIRECTIONS",
     "LabelsWriter",
+    "OutputWriteError",
     "PresenceRow",
     "PresenceTable",
     "ctc_tracks",
@@ -24,4 +33,7 @@ __all__ = [
     "export_labels_tiff",
     "frame_planes",
     "propagate_into",
+    "write_atomically",
+    "write_labels_tiff",
+    "write_text_atomically",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import astuple, dataclass, fields
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from napari_sam2.outputs.export import write_atomically
 
 __all__ = ["PresenceRow", "PresenceTable"]
 
@@ -96,16 +99,19 @@ class PresenceTable:
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write all rows (header: ``object_id,frame,score_logit,present,area,centroid_y,
-        centroid_x``; ``present`` as 0/1, empty centroids blank) via a temporary file."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
+        centroid_x``; ``present`` as 0/1, empty centroids blank) via a temporary file with a
+        unique name, renamed when complete (see :func:`.export.write_atomically`)."""
+
+        def write(handle: Any) -> None:
+            text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+            writer = csv.writer(text)
             writer.writerow(COLUMNS)
             for row in self.rows:
                 values = list(astuple(row))
                 values[3] = int(row.present)
                 values[5:] = ["" if math.isnan(v) else f"{v:.3f}" for v in values[5:]]
                 writer.writerow(values)
-        os.replace(tmp, path)
-        return path
+            text.flush()
+            text.detach()  # the caller closes the file
+
+        return write_atomically(path, write)

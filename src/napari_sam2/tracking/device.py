@@ -31,7 +31,9 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """The torch device for ``name``: ``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda``,
     ``cuda:N`` or ``mps``.
 
-    A device that is not there raises a ``ValueError`` that lists the available ones.
+    This is the one place that checks a device: a device that is not there (CUDA on a
+    CPU-only torch build or without a driver, MPS off Apple silicon, ``cuda:N`` beyond the GPUs
+    torch sees) raises a ``ValueError`` that says what is missing and lists the available ones.
     """
     if name is None or (isinstance(name, str) and name.strip().lower() == "auto"):
         if torch.cuda.is_available():
@@ -52,14 +54,27 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     available = ", ".join(available_devices())
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} is not available here (available: {available})")
+            # torch.cuda would fail later with "Torch not compiled with CUDA enabled" or a
+            # driver error, far from the choice of device: say here what is missing.
+            why = "CPU-only torch build" if torch.version.cuda is None else "no GPU or driver"
+            raise ValueError(
+                f"device {name!r} is not available: no CUDA GPU is available to torch here "
+                f"({why}); use device='cpu' or 'auto' (available here: {available})"
+            )
         index = 0 if device.index is None else device.index
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} is not available here (available: {available})")
+            raise ValueError(
+                f"device {name!r} is not available: torch sees {torch.cuda.device_count()} "
+                f"CUDA GPU(s), numbered from 0 (available here: {available})"
+            )
         device = torch.device("cuda", index)
     elif device.type == "mps":
         if not _mps_available():
-            raise ValueError(f"device {name!r} is not available here (available: {available})")
+            raise ValueError(
+                f"device {name!r} is not available: no Apple MPS GPU is available to torch "
+                f"here (not a Mac with Apple silicon, or torch without MPS); use device='cpu' "
+                f"or 'auto' (available here: {available})"
+            )
     elif device.type != "cpu":
         raise ValueError(
             f"device type {device.type!r} is not supported; use auto, cpu, cuda or mps "

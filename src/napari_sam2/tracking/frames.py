@@ -4,6 +4,9 @@
 ``np.memmap``, tifffile memmaps, dask, zarr). Only the frame the tracker asks for is read;
 it is scaled to [0, 1] with the contrast limits, made RGB, resized to S x S and normalized with
 the ImageNet mean and std. A worker thread prepares the next few frames while the network runs.
+Frames much larger than S x S (whole-slide tiles, 6000 x 6000 scans) are scaled and resized
+strip by strip: beyond the frame as read, preparing one needs a (C, H, S) float buffer, not
+several full-size float copies.
 
 :func:`stack_view` turns an N-D array-like such as (T, Z, Y, X) or (T, C, Y, X) into the
 (T, H, W[, C]) view a :class:`FrameSource` takes, given the axis to propagate along, the
@@ -30,6 +33,12 @@ from napari_sam2.tracking.intensity import (
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+LARGE_FRAME_FACTOR = 4
+"""Frames wider than the model input with more than this many times its pixels (2048 x 2048
+for 1024 px models) are scaled and resized in strips: beyond the frame as read, a (C, H, S)
+float buffer instead of about 12 times the frame's bytes (for uint16) in float copies. Smaller
+frames take the whole-frame path; both give the same input."""
 
 __all__ = [
     "FrameSource",
@@ -215,9 +224,9 @@ class FrameSource:
     image_size
         S, the network's square input size.
     contrast_limits
-        ``(lo, hi)``: intensities map by ``(x - lo) / (hi - lo)`` clipped to [0, 1]. None
-        chooses them from the data (uint8: 0..255; other dtypes: robust percentiles of a sample,
-        see :mod:`napari_sam2.tracking.intensity`).
+        ``(lo, hi)``: intensities map by ``(x - lo) / (hi - lo)`` clipped to [0, 1] (``+inf``
+        to 1, ``-inf`` and NaN to 0). None chooses them from the data (uint8: 0..255; other
+        dtypes: robust percentiles of a sample, see :mod:`napari_sam2.tracking.intensity`).
     channel_axis
         For a 4-D ``frames``: the channel axis, 1 for (T, C, H, W) or 3 / -1 for (T, H, W, C)
         (the default).
@@ -345,8 +354,9 @@ class FrameSource:
         """Frame ``index`` as read from the stack: (H, W) or (H, W, C), original dtype."""
         return np.asarray(self.frames[self._check_index(index)])
 
-    def _prepare(self, index: int, dtype: torch.dtype) -> torch.Tensor:
-        raw = self.raw_frame(index)
+    def _unit_channels(self, raw: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        """(H, W) or (H, W, C) raw pixels -> (c, H, W) in [0, 1] of ``dtype``, c = 1, 2 or 3
+        (the chosen channels, not yet made RGB)."""
         if raw.ndim == 3 and self.channels is not None:
             raw = raw[..., list(self.channels)]
         # Scale in the input's float type when it is float32 (the exact path of the contract),
@@ -358,21 +368,65 @@ class FrameSource:
         x = torch.from_numpy(raw)
         lo, hi = self.contrast_limits
         x = scale_to_unit(x, lo, hi).to(dtype)
-        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)  # (c, H, W)
+        return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
+
+    def _resize(self, x: torch.Tensor, antialias: bool) -> torch.Tensor:
+        """(c, h, w) -> (c, S, S) bicubic."""
+        s = self.image_size
+        return F.interpolate(
+            x.unsqueeze(0).contiguous(),
+            size=(s, s),
+            mode="bicubic",
+            align_corners=False,
+            antialias=antialias,
+        )[0]
+
+    def _shrink_in_strips(self, raw: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        """A large frame scaled and shrunk to (c, S, S) with memory of about (c, H, S).
+
+        The antialiased bicubic resize is separable: a horizontal pass (rows are independent,
+        so it runs on strips of rows of about S x S pixels each, scaled to [0, 1] strip by
+        strip) into a (c, H, S) buffer, then the vertical pass over that buffer. The full-size
+        frame is never converted to float; only a strip is at a time.
+        """
+        s = self.image_size
+        height, width = raw.shape[:2]
+        rows = max(1, (s * s) // width)
+        wide: torch.Tensor | None = None
+        for y0 in range(0, height, rows):
+            strip = self._unit_channels(raw[y0 : y0 + rows], dtype)
+            shrunk = F.interpolate(
+                strip.unsqueeze(0).contiguous(),
+                size=(strip.shape[1], s),
+                mode="bicubic",
+                align_corners=False,
+                antialias=True,
+            )[0]
+            if wide is None:
+                wide = torch.empty((strip.shape[0], height, s), dtype=dtype)
+            wide[:, y0 : y0 + rows] = shrunk
+        assert wide is not None  # height >= 1
+        return self._resize(wide, antialias=True)
+
+    def _prepare(self, index: int, dtype: torch.dtype) -> torch.Tensor:
+        raw = self.raw_frame(index)
+        s = self.image_size
+        height, width = raw.shape[:2]
+        if width > s and height * width > LARGE_FRAME_FACTOR * s * s:
+            # Huge frames (a 6000 x 6000 scan): scaled and shrunk strip by strip, see
+            # _shrink_in_strips, instead of several full-size float64 copies.
+            x = self._shrink_in_strips(raw, dtype).clamp_(0.0, 1.0)
+        else:
+            x = self._unit_channels(raw, dtype)
+            if (height, width) != (s, s):
+                shrinking = height > s or width > s
+                x = self._resize(x, antialias=shrinking).clamp_(0.0, 1.0)
+        # Grey is repeated and two channels get an empty blue after the resize: each channel
+        # is resized on its own, so this equals resizing the RGB image, for a third the work.
         if x.shape[0] == 1:
             x = x.expand(3, -1, -1)
         elif x.shape[0] == 2:  # a two-colour overlay: red and green, blue empty
             x = torch.cat((x, torch.zeros_like(x[:1])))
-        s = self.image_size
-        if tuple(x.shape[1:]) != (s, s):
-            shrinking = x.shape[1] > s or x.shape[2] > s
-            x = F.interpolate(
-                x.unsqueeze(0).contiguous(),
-                size=(s, s),
-                mode="bicubic",
-                align_corners=False,
-                antialias=shrinking,
-            )[0].clamp_(0.0, 1.0)
         # Constants in the requested dtype (float64 runs must not see float32-rounded ones).
         mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD, dtype=dtype).view(3, 1, 1)
@@ -383,6 +437,7 @@ class FrameSource:
 
         ``(x - lo) / (hi - lo)``, clip to [0, 1], RGB, bicubic resize to S x S (antialiased
         when shrinking, skipped when the frame is already S x S), then ``(x - mean) / std``.
+        Huge frames take the same steps in strips of rows (see ``LARGE_FRAME_FACTOR``).
         Uses the tensor prepared by the worker thread when there is one, and schedules the
         next frames in the direction the tracker is moving.
         """

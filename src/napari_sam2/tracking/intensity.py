@@ -5,6 +5,8 @@ integers (CT in Hounsfield units, MR) or floats with NaN padding, so a stack is 
 ``(x - lo) / (hi - lo)`` clipped to [0, 1], with ``(lo, hi)`` either given by the caller (for
 instance a napari layer's contrast limits) or taken from robust percentiles of a sample.
 The sample is a few evenly spaced frames read at a pixel stride, never the whole stack.
+Non-finite pixels are left out of the sample; when mapped, ``+inf`` becomes 1 (the top of the
+range, like any value above ``hi``), ``-inf`` becomes 0 and NaN (no data) becomes 0.
 """
 
 from __future__ import annotations
@@ -125,15 +127,25 @@ def validate_contrast_limits(contrast_limits: Sequence[float]) -> tuple[float, f
 
 
 def scale_to_unit(x: Any, lo: float, hi: float) -> Any:
-    """``(x - lo) / (hi - lo)`` clipped to [0, 1]; NaN and inf become 0.
+    """``(x - lo) / (hi - lo)`` clipped to [0, 1], in a new array (``x`` is never changed).
 
-    Works on float torch tensors and numpy arrays in place of a copy of the input. With
-    ``hi == lo`` (a constant image) the denominator is 1, so the image maps to 0 where
+    Non-finite values follow the clipping: ``+inf`` is above any range and maps to 1 (white,
+    like a saturated pixel), ``-inf`` maps to 0, and NaN (no data) maps to 0, the bottom of the
+    range. Works on torch tensors and numpy arrays; integer arrays are scaled in float64
+    (numpy) or float32 (torch), never in their own type (which would wrap below ``lo``).
+    With ``hi == lo`` (a constant image) the denominator is 1, so the image maps to 0 where
     ``x <= lo``. For float32 input and limits (0, 1) the result is bitwise the input clipped.
     """
     denom = hi - lo if hi > lo else 1.0
-    y = (x - lo) / denom
-    if hasattr(y, "nan_to_num"):  # torch
-        return y.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).clamp_(0.0, 1.0)
-    y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    # One new array, then in place: a full-size frame costs one copy, not one per step.
+    if hasattr(x, "nan_to_num_"):  # torch
+        if not x.is_floating_point():  # integers would wrap below lo and divide in place
+            x = x.float()
+        y = x - lo
+        y /= denom
+        return y.nan_to_num_(nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+    x = np.asarray(x)
+    y = np.asarray(np.subtract(x, lo, dtype=None if x.dtype.kind == "f" else np.float64))
+    y /= denom
+    np.nan_to_num(y, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(y, 0.0, 1.0, out=y)

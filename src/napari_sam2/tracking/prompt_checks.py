@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MAX_OBJECT_ID",
     "check_frame",
     "check_object_id",
     "check_points",
@@ -33,11 +34,31 @@ def check_frame(frame_index: Any, num_frames: int) -> int:
     return frame
 
 
+MAX_OBJECT_ID = 65535
+"""The largest object id. Object id k is written as label k and 0 is the background, so ids
+run from 1; every file the project writes labels to (ImageJ TIFF, Cell Tracking Challenge
+masks) and the widget's object selector hold uint16 labels, so 65535 is the most that can be
+saved. A larger id would track fine and then fail at export, after the work was done."""
+
+
 def check_object_id(object_id: Any) -> int:
-    """An integer object id (label value)."""
+    """An integer object id (label value) in 1 .. :data:`MAX_OBJECT_ID`.
+
+    Raises ``TypeError`` for anything but an integer (bools included) and ``ValueError`` for
+    0 (the background label), negative ids and ids above :data:`MAX_OBJECT_ID`.
+    """
     if isinstance(object_id, bool) or not isinstance(object_id, (int, np.integer)):
-        raise TypeError(f"object id must be an integer, got {object_id!r}")
-    return int(object_id)
+        raise TypeError(
+            f"object id must be an integer from 1 to {MAX_OBJECT_ID}, got {object_id!r}"
+        )
+    value = int(object_id)
+    if not 1 <= value <= MAX_OBJECT_ID:
+        what = "is the background label" if value == 0 else "is out of range"
+        raise ValueError(
+            f"object id {value} {what}: object ids run from 1 to {MAX_OBJECT_ID} (object k is "
+            "written as label k, 0 is the background, and label files store uint16)"
+        )
+    return value
 
 
 def _check_inside(yx: np.ndarray, height: int, width: int, what: str) -> None:
@@ -50,16 +71,32 @@ def _check_inside(yx: np.ndarray, height: int, width: int, what: str) -> None:
         )
 
 
-def check_points(points: Any, height: int, width: int) -> np.ndarray:
-    """(N, 2) float64 (y, x) points inside the frame; one point may be given as (y, x)."""
-    yx = np.asarray(points, dtype=np.float64)
+def _as_float(value: Any, what: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be numbers, got {value!r} ({err})") from None
+
+
+def check_points(points: Any, height: int, width: int, where: str = "the prompt") -> np.ndarray:
+    """(N, 2) float64 (y, x) points inside the frame; one point may be given as (y, x).
+
+    ``where`` names the prompt in errors (e.g. "object 2 on frame 5").
+    """
+    yx = _as_float(points, f"points of {where}")
     if yx.ndim == 1 and yx.size == 2:
         yx = yx[None]
     if yx.ndim != 2 or yx.shape[1] != 2 or len(yx) == 0:
-        raise ValueError(f"points must have shape (N, 2) as (y, x) with N >= 1, got {yx.shape}")
-    if not np.isfinite(yx).all():
-        raise ValueError("points contain NaN or infinite coordinates")
-    _check_inside(yx, height, width, "points")
+        raise ValueError(
+            f"points of {where} must have shape (N, 2) as (y, x) with N >= 1, got {yx.shape}"
+        )
+    finite = np.isfinite(yx).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"points of {where} have NaN or infinite coordinates {yx[~finite].tolist()} "
+            "(y, x): give finite pixel coordinates"
+        )
+    _check_inside(yx, height, width, f"points of {where}")
     return yx
 
 
@@ -75,17 +112,22 @@ def check_labels(labels: Any, n: int) -> np.ndarray:
     return lab.astype(np.int64)
 
 
-def check_box(box: Any, height: int, width: int) -> np.ndarray:
-    """A (y0, x0, y1, x1) box (corners in any order) -> (2, 2) [[y0, x0], [y1, x1]] sorted."""
-    b = np.asarray(box, dtype=np.float64).reshape(-1)
+def check_box(box: Any, height: int, width: int, where: str = "the prompt") -> np.ndarray:
+    """A (y0, x0, y1, x1) box (corners in any order) -> (2, 2) [[y0, x0], [y1, x1]] sorted.
+
+    ``where`` names the prompt in errors (e.g. "object 2 on frame 5").
+    """
+    b = _as_float(box, f"the box of {where}").reshape(-1)
     if b.shape != (4,) or not np.isfinite(b).all():
-        raise ValueError(f"box must be 4 finite numbers (y0, x0, y1, x1), got {box!r}")
+        raise ValueError(
+            f"the box of {where} must be 4 finite numbers (y0, x0, y1, x1), got {box!r}"
+        )
     y0, y1 = sorted((b[0], b[2]))
     x0, x1 = sorted((b[1], b[3]))
     if y1 - y0 <= 0 or x1 - x0 <= 0:
-        raise ValueError(f"box {b.tolist()} (y0, x0, y1, x1) has zero area")
+        raise ValueError(f"the box {b.tolist()} (y0, x0, y1, x1) of {where} has zero area")
     corners = np.array([[y0, x0], [y1, x1]])
-    _check_inside(corners, height, width, "box corners")
+    _check_inside(corners, height, width, f"box corners of {where}")
     return corners
 
 

@@ -21,11 +21,17 @@ one of
   to ``"value"`` when given (so one label image can hold the masks of several objects).
 
 Coordinates are frame pixels as in napari: (y, x), pixel (i, j) covering [i - 0.5, i + 0.5].
+
+Files are read as UTF-8 (a byte-order mark, as Excel writes, is fine). Anything wrong with a
+file is a :class:`PromptFileError` whose message names the file, the line (CSV) or the prompt
+(JSON, counted from 1), what is wrong and what to do; errors of the libraries used to read it
+(json, csv, tifffile, numpy) are caught here and reworded.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -34,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from napari_sam2.tracking.prompt_checks import MAX_OBJECT_ID
 
 __all__ = ["PromptRecord", "PromptFileError", "read_prompts", "check_prompts", "apply_prompts"]
 
@@ -64,32 +72,62 @@ def read_prompts(
     """Read a prompt file (``.csv`` or ``.json``) into prompt records, in file order (points of
     the same frame and object are grouped into one record)."""
     path = Path(path)
+    if path.is_dir():
+        raise PromptFileError(
+            f"{path} is a folder, not a prompt file: give the .csv or .json file in it"
+        )
     if not path.is_file():
         raise PromptFileError(f"prompt file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        records = _read_csv(path, frame_axis, dict(fixed or {}))
-    elif suffix == ".json":
-        records = _read_json(path)
-    else:
+    if suffix not in (".csv", ".json"):
         raise PromptFileError(
             f"prompt file {path} must be a .csv (napari Points layer) or a .json file"
         )
+    text = _read_text(path)
+    if suffix == ".csv":
+        records = _read_csv(path, text, frame_axis, dict(fixed or {}))
+    else:
+        records = _read_json(path, text)
     if not records:
         raise PromptFileError(f"prompt file {path} holds no prompts")
     return records
 
 
-def _truthy(value: str, column: str, path: Path) -> int:
+def _read_text(path: Path) -> str:
+    """The file's text as UTF-8; "utf-8-sig" drops the byte-order mark Excel puts first."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise PromptFileError(
+            f"prompt file {path} cannot be read ({err.strerror or err}); check that it is a "
+            "file you may read"
+        ) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        kind = "UTF-16 text" if utf16 else f"not UTF-8 text (byte 0x{data[err.start]:02x})"
+        raise PromptFileError(
+            f"{path}, line {line}: the file is {kind}; save it as UTF-8 (in Excel: "
+            "'CSV UTF-8'; in a text editor: encoding UTF-8)"
+        ) from None
+
+
+def _truthy(value: str, column: str, where: str) -> int:
     text = value.strip().lower()
     if text in ("1", "1.0", "true", "yes", "positive", "foreground"):
         return 1
     if text in ("0", "0.0", "false", "no", "negative", "background", "-1", "-1.0"):
         return 0
-    raise PromptFileError(f"{path}: column {column!r} has {value!r}; use 1 (foreground) or 0")
+    raise PromptFileError(
+        f"{where}: column {column!r} has {value!r}; use 1 (foreground) or 0 (background)"
+    )
 
 
 def _integer(value: Any, what: str, where: str) -> int:
+    if isinstance(value, bool):  # JSON true / false are not ids or frames
+        raise PromptFileError(f"{where}: {what} must be an integer, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -99,30 +137,45 @@ def _integer(value: Any, what: str, where: str) -> int:
     return int(round(number))
 
 
-def _read_csv(path: Path, frame_axis: int, fixed: dict[int, int]) -> list[PromptRecord]:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
+def _axis_number(name: str) -> int | None:
+    """The N of a napari ``axis-N`` column name, None for any other name."""
+    head, _, number = name.partition("-")
+    return int(number) if head == "axis" and number.isdigit() else None
+
+
+def _read_csv(path: Path, text: str, frame_axis: int, fixed: dict[int, int]) -> list[PromptRecord]:
+    # Rows that are not blank, with the file's line number (as an editor shows it) of each.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
+    except csv.Error as err:
+        raise PromptFileError(
+            f"{path}, line {reader.line_num}: not a readable CSV file ({err}); save the Points "
+            "layer from napari (File > Save Selected Layers) or write 'frame,y,x' rows"
+        ) from None
     if not rows:
         raise PromptFileError(f"prompt file {path} is empty")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in rows[0][1]]
     body = rows[1:]
-    axis_cols = sorted(
-        (int(h.split("-")[1]), i) for i, h in enumerate(header) if h.startswith("axis-")
-    )
+    axis_cols = sorted((n, i) for i, h in enumerate(header) if (n := _axis_number(h)) is not None)
     if axis_cols:
         columns = [i for _, i in axis_cols]
     elif {"frame", "y", "x"} <= set(header):
         columns = [header.index("frame"), header.index("y"), header.index("x")]
     else:
+        hint = (
+            " (the file uses ';' between values: save it with ',' as separator)"
+            if len(header) == 1 and ";" in header[0]
+            else ""
+        )
         raise PromptFileError(
-            f"{path}: no coordinate columns; expected napari's 'axis-0,axis-1,axis-2' (as napari "
-            f"saves a Points layer) or 'frame,y,x', found columns {header}"
+            f"{path}, line 1: no coordinate columns; expected napari's 'axis-0,axis-1,axis-2' "
+            f"(as napari saves a Points layer) or 'frame,y,x', found columns {header}{hint}"
         )
     ndim = len(columns)
     if ndim < 3:
         raise PromptFileError(
-            f"{path}: points have {ndim} coordinates; a stack needs (frame, y, x) at least"
+            f"{path}, line 1: points have {ndim} coordinates; a stack needs (frame, y, x) at least"
         )
     frame_axis %= ndim
     fixed = {a % ndim: v for a, v in fixed.items()}
@@ -137,21 +190,30 @@ def _read_csv(path: Path, frame_axis: int, fixed: dict[int, int]) -> list[Prompt
     pos_name = next((n for n in ("positive", "label") if n in header), None)
     pos_col = header.index(pos_name) if pos_name else None
     grouped: dict[tuple[int, int], tuple[list, list]] = {}
-    for n, row in enumerate(body, start=2):
+    for n, row in body:
         where = f"{path}, line {n}"
         if len(row) < len(header):
-            raise PromptFileError(f"{where}: {len(row)} values for {len(header)} columns")
+            missing = header[len(row) :]
+            raise PromptFileError(
+                f"{where}: {len(row)} values for {len(header)} columns (no value for "
+                f"{', '.join(missing)}); give every column a value on every line"
+            )
         try:
             coords = [float(row[c]) for c in columns]
         except ValueError:
-            raise PromptFileError(f"{where}: coordinates must be numbers, got {row}") from None
+            raise PromptFileError(
+                f"{where}: coordinates must be numbers, got {[row[c] for c in columns]}"
+            ) from None
         if not np.isfinite(coords).all():
-            raise PromptFileError(f"{where}: coordinates must be finite, got {coords}")
+            raise PromptFileError(
+                f"{where}: coordinates must be finite numbers, got {coords}; remove or fix the "
+                "point"
+            )
         if any(round(coords[a]) != v for a, v in fixed.items()):
             continue  # on another slice than the one being tracked
         frame = _integer(coords[frame_axis], "the frame coordinate", where)
         object_id = _integer(row[obj_col], "object_id", where) if obj_col is not None else 1
-        label = _truthy(row[pos_col], pos_name, path) if pos_col is not None else 1
+        label = _truthy(row[pos_col], pos_name, where) if pos_col is not None else 1
         points, labels = grouped.setdefault((frame, object_id), ([], []))
         points.append((coords[y_axis], coords[x_axis]))
         labels.append(label)
@@ -161,22 +223,31 @@ def _read_csv(path: Path, frame_axis: int, fixed: dict[int, int]) -> list[Prompt
     ]
 
 
-def _read_json(path: Path) -> list[PromptRecord]:
+def _read_json(path: Path, text: str) -> list[PromptRecord]:
     try:
-        content = json.loads(path.read_text())
+        content = json.loads(text)
     except json.JSONDecodeError as err:
-        raise PromptFileError(f"{path} is not valid JSON: {err}") from None
+        raise PromptFileError(
+            f"{path}, line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); fix the "
+            "file there (a JSON checker or editor shows the spot)"
+        ) from None
     items = content.get("prompts") if isinstance(content, dict) else content
     if not isinstance(items, list):
-        raise PromptFileError(f"{path}: expected a list of prompts or {{'prompts': [...]}}")
+        raise PromptFileError(
+            f"{path}: expected a list of prompts or {{'prompts': [...]}}, e.g. "
+            '[{"frame": 0, "object_id": 1, "points": [[y, x]]}]'
+        )
     records = []
-    for n, item in enumerate(items):
-        where = f"{path}, prompt {n}"
+    for n, item in enumerate(items, start=1):
         if not isinstance(item, dict):
-            raise PromptFileError(f"{where}: each prompt must be an object, got {item!r}")
+            raise PromptFileError(
+                f"{path}, prompt {n}: each prompt must be an object, got {item!r}"
+            )
+        label = f"object {item['object_id']!r}, " if "object_id" in item else ""
+        where = f"{path}, prompt {n} ({label}frame {item.get('frame', '?')!r})"
         missing = [key for key in ("frame", "object_id") if key not in item]
         if missing:
-            raise PromptFileError(f"{where}: missing {missing}")
+            raise PromptFileError(f"{where}: missing {missing}; every prompt needs both")
         kinds = [key for key in KINDS if key in item]
         if len(kinds) != 1:
             raise PromptFileError(f"{where}: give exactly one of {KINDS}, found {kinds}")
@@ -184,20 +255,76 @@ def _read_json(path: Path) -> list[PromptRecord]:
         object_id = _integer(item["object_id"], "object_id", where)
         kind = kinds[0]
         if kind == "points":
-            points = np.asarray(item["points"], dtype=np.float64).reshape(-1, 2)
-            labels = np.asarray(item.get("labels", [1] * len(points)), dtype=np.int64)
-            if len(points) == 0 or labels.shape != (len(points),):
-                raise PromptFileError(f"{where}: points must be [[y, x], ...] with one label each")
-            data: Any = (points, labels)
+            data: Any = (
+                _json_points(item["points"], where),
+                _json_labels(item.get("labels"), len(item["points"]), where),
+            )
         elif kind == "box":
-            box = np.asarray(item["box"], dtype=np.float64).reshape(-1)
-            if box.shape != (4,):
-                raise PromptFileError(f"{where}: box must be [y0, x0, y1, x1], got {item['box']}")
-            data = tuple(float(v) for v in box)
+            data = _json_box(item["box"], where)
         else:
-            data = _read_mask(path.parent / str(item["mask"]), frame, item.get("value"), where)
+            mask = item["mask"]
+            if not isinstance(mask, str) or not mask:
+                raise PromptFileError(
+                    f"{where}: mask must be the path of a TIFF file (relative to {path.name}), "
+                    f"got {mask!r}"
+                )
+            value = item.get("value")
+            if value is not None and (isinstance(value, bool) or not _is_number(value)):
+                raise PromptFileError(f"{where}: value must be a number, got {value!r}")
+            data = _read_mask(path.parent / mask, frame, value, where)
         records.append(PromptRecord(frame, object_id, kind, data))
     return records
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_points(points: Any, where: str) -> np.ndarray:
+    """``[[y, x], ...]`` -> (N, 2) float64; anything else (a box given as points, a flat list,
+    strings, NaN or null) is refused: numpy would silently read [[y0, x0, y1, x1]] as two
+    points or null as NaN."""
+    pairs_hint = 'points are [y, x] pairs, [[y, x], ...] (a box is "box": [y0, x0, y1, x1])'
+    if not isinstance(points, list) or not points:
+        raise PromptFileError(f"{where}: points must be a non-empty list; {pairs_hint}")
+    for k, point in enumerate(points, start=1):
+        if not isinstance(point, list) or len(point) != 2:
+            raise PromptFileError(f"{where}: point {k} is {point!r}; {pairs_hint}")
+        if not all(_is_number(v) and np.isfinite(v) for v in point):
+            raise PromptFileError(
+                f"{where}: point {k} is {point!r}; coordinates must be finite numbers "
+                "(y, x) in frame pixels"
+            )
+    return np.asarray(points, dtype=np.float64)
+
+
+def _json_labels(labels: Any, count: int, where: str) -> np.ndarray:
+    """Optional ``[1, 0, ...]`` (true / false too), one per point; default all 1."""
+    if labels is None:
+        return np.ones(count, np.int64)
+    if not isinstance(labels, list) or len(labels) != count:
+        raise PromptFileError(
+            f"{where}: labels must be a list with one label per point ({count}), got {labels!r}"
+        )
+    bad = [v for v in labels if not (isinstance(v, (bool, int, float)) and v in (0, 1))]
+    if bad:
+        raise PromptFileError(
+            f"{where}: labels must be 1 (foreground) or 0 (background), got {bad}"
+        )
+    return np.asarray([int(v) for v in labels], np.int64)
+
+
+def _json_box(box: Any, where: str) -> tuple[float, float, float, float]:
+    if (
+        not isinstance(box, list)
+        or len(box) != 4
+        or not all(_is_number(v) and np.isfinite(v) for v in box)
+    ):
+        raise PromptFileError(
+            f"{where}: box must be 4 finite numbers [y0, x0, y1, x1] in frame pixels, got {box!r}"
+        )
+    y0, x0, y1, x1 = (float(v) for v in box)
+    return (y0, x0, y1, x1)
 
 
 def _read_mask(path: Path, frame: int, value: Any, where: str) -> np.ndarray:
@@ -205,7 +332,13 @@ def _read_mask(path: Path, frame: int, value: Any, where: str) -> np.ndarray:
 
     if not path.is_file():
         raise PromptFileError(f"{where}: mask file {path} does not exist")
-    image = tifffile.imread(path)
+    try:
+        image = tifffile.imread(path)
+    except (OSError, ValueError, tifffile.TiffFileError) as err:
+        raise PromptFileError(
+            f"{where}: mask file {path} cannot be read as a TIFF ({err}); save the mask as a "
+            "TIFF (e.g. napari: File > Save Selected Layers, .tif)"
+        ) from None
     if image.ndim == 3:
         if not 0 <= frame < image.shape[0]:
             raise PromptFileError(
@@ -234,15 +367,20 @@ def check_prompts(
                 f"{where}: frame {r.frame} is beyond the stack, which has {num_frames} frames "
                 f"(0..{num_frames - 1})"
             )
-        if r.object_id < 1:
-            raise PromptFileError(f"{where}: object ids must be >= 1 (0 is the background)")
+        if not 1 <= r.object_id <= MAX_OBJECT_ID:
+            raise PromptFileError(
+                f"{where}: object ids run from 1 to {MAX_OBJECT_ID} (object k is written as "
+                "label k, 0 is the background, label files store uint16)"
+            )
         if r.kind == "points":
             yx, labels = r.data
+            _check_finite(yx, f"{where}: point")
             _check_inside(yx, height, width, f"{where}: point")
             if not np.isin(labels, (0, 1)).all():
                 raise PromptFileError(f"{where}: labels must be 1 or 0, got {labels.tolist()}")
         elif r.kind == "box":
             y0, x0, y1, x1 = r.data
+            _check_finite(r.data, f"{where}: box")
             if abs(y1 - y0) == 0 or abs(x1 - x0) == 0:
                 raise PromptFileError(f"{where}: box {r.data} (y0, x0, y1, x1) has zero area")
             _check_inside(np.array([[y0, x0], [y1, x1]]), height, width, f"{where}: box corner")
@@ -256,6 +394,15 @@ def check_prompts(
                 raise PromptFileError(f"{where}: the mask is empty (no pixel set)")
         else:
             raise PromptFileError(f"{where}: unknown prompt kind {r.kind!r}")
+
+
+def _check_finite(values: Any, what: str) -> None:
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise PromptFileError(
+            f"{what} {array.tolist()} has NaN or infinite coordinates; give finite (y, x) "
+            "frame pixels"
+        )
 
 
 def _check_inside(yx: np.ndarray, height: int, width: int, what: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,7 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_sam2.tracking.device import resolve_device
 from napari_sam2.tracking.feature_cache import FeatureCache
+from napari_sam2.tracking.frame_order import propagation_frames
 from napari_sam2.tracking.frames import FrameSource
 from napari_sam2.tracking.holes import fill_holes
 from napari_sam2.tracking.memory_bank import (
@@ -54,6 +57,12 @@ from napari_sam2.tracking.state import ObjectState, StoredOutput
 
 __all__ = ["Tracker", "FrameResult", "PLACEHOLDER_LOGIT"]
 
+RUNNING_MESSAGE = (
+    "a propagation is running: stop it (close the generator / cancel) before changing prompts"
+)
+ANOTHER_RUN_MESSAGE = (
+    "a propagation is running: stop it (close the generator / cancel) before starting another"
+)
 MASK_PROMPT_CLAMP = 32.0  # previous logits fed back as mask prompt are clamped to +-32
 DEFAULT_FEATURE_CACHE_BYTES = 256 * 2**20  # 16 frames of the official models at 1024 px
 
@@ -73,7 +82,9 @@ class Tracker:
     contrast_limits
         ``(lo, hi)`` intensity range mapped to [0, 1]; None chooses it from the data.
     device
-        Where to run; None keeps the model's device.
+        Where to run: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a
+        ``torch.device``; None keeps the model's device. A device that is not available here
+        is a ``ValueError`` (see :func:`napari_sam2.tracking.device.resolve_device`).
     fill_hole_area
         Fill background holes of up to this many pixels in the low-resolution masks (D4);
         0 (default) matches the reference on CPU, 8 matches its CUDA build.
@@ -90,6 +101,17 @@ class Tracker:
 
     Notes
     -----
+    One propagation at a time: a :meth:`propagate` generator counts as running from its first
+    ``next()`` until it is exhausted, raises or is closed (``close()``, or dropped). While one runs,
+    a second :meth:`propagate` and any change of objects or prompts (``add_points``,
+    ``add_box``, ``add_mask``, ``clear_prompts``, ``remove_object``, ``reset``) raise a
+    ``RuntimeError``, because the running generator holds the memory bank and would otherwise
+    skip or half apply the change. Stop it first (close the generator, or cancel the worker in
+    the widget); results already yielded stay valid.
+
+    Object ids are integers from 1 to 65535 (object k becomes label k, 0 is the background,
+    label files store uint16; see :data:`napari_sam2.tracking.prompt_checks.MAX_OBJECT_ID`).
+
     Memory stays bounded on long stacks: conditioning outputs (prompted frames) are kept, but
     tracked (non-conditioning) outputs only within ``memory_window`` frames of the frame last
     tracked for that object; results are handed to the caller and not kept. Propagation results
@@ -117,7 +139,11 @@ class Tracker:
         self.model = model
         self.config = model.config
         param = next(model.parameters())
-        if device is not None and torch.device(device) != param.device:
+        if device is not None:
+            # Checked before anything moves: a missing GPU is a clear error, not torch's
+            # "Torch not compiled with CUDA enabled" from inside model.to().
+            device = resolve_device(device)
+        if device is not None and device != param.device:
             model.to(device)
             param = next(model.parameters())
         self.device = param.device
@@ -164,6 +190,9 @@ class Tracker:
         self._vision_pos: torch.Tensor | None = None  # the sine PE of image features, a constant
         # Set to a list to record, per decoder call, the memory used and the decisions.
         self.debug_trace: list[dict[str, Any]] | None = None
+        # Held by the running propagation (see the class notes). A Lock, not a flag: the
+        # widget propagates on a worker thread, and a Lock may be released by any thread.
+        self._running = threading.Lock()
 
     # --- public API ------------------------------------------------------------------------
 
@@ -179,9 +208,10 @@ class Tracker:
         background. They are appended to the object's earlier points on that frame (a mask
         prompt there is dropped).
         """
+        self._check_not_running()
         frame = check_frame(frame_index, self.num_frames)
         object_id = check_object_id(object_id)
-        yx = check_points(points, self.height, self.width)
+        yx = check_points(points, self.height, self.width, f"object {object_id} on frame {frame}")
         lab = check_labels(labels, len(yx))
         obj = self._object(object_id, create=True)
         old = obj.points.get(frame)
@@ -198,9 +228,10 @@ class Tracker:
         The box replaces the object's points on that frame; later ``add_points`` calls add
         clicks after it.
         """
+        self._check_not_running()
         frame = check_frame(frame_index, self.num_frames)
         object_id = check_object_id(object_id)
-        corners = check_box(box, self.height, self.width)
+        corners = check_box(box, self.height, self.width, f"object {object_id} on frame {frame}")
         obj = self._object(object_id, create=True)
         obj.points[frame] = (corners, np.array([2, 3], dtype=np.int64))
         obj.mask_prompts.discard(frame)
@@ -212,6 +243,7 @@ class Tracker:
         The mask itself becomes the output (logits +-10 at model resolution); it replaces the
         object's points on that frame.
         """
+        self._check_not_running()
         frame = check_frame(frame_index, self.num_frames)
         object_id = check_object_id(object_id)
         m = check_mask(mask, self.height, self.width, f"object {object_id} on frame {frame}")
@@ -227,6 +259,7 @@ class Tracker:
         it; an object left without prompts must get new ones (or be removed) before the next
         propagation. Returns the frame's result.
         """
+        self._check_not_running()
         frame = check_frame(frame_index, self.num_frames)
         if object_id is None:
             targets = list(self._objects.values())
@@ -238,11 +271,13 @@ class Tracker:
 
     def remove_object(self, object_id: int) -> None:
         """Forget an object, its prompts and outputs; other objects are unaffected."""
+        self._check_not_running()
         obj = self._object(check_object_id(object_id), create=False)
         del self._objects[obj.object_id]
 
     def reset(self) -> None:
         """Forget all objects, prompts and outputs (cached image features are kept)."""
+        self._check_not_running()
         self._objects.clear()
 
     def close(self) -> None:
@@ -272,8 +307,12 @@ class Tracker:
         when ``reverse``, D3). ``max_frames=k`` processes the start frame and k more; None goes
         to the end (reverse: to frame 0). A reverse propagation from frame 0 yields nothing, as
         in the reference. Prompts given since the last propagation get their memory first.
-        Errors (no prompts, bad arguments) are raised here, before iterating.
+        Errors (no prompts, bad arguments, another propagation running) are raised here, before
+        iterating. One propagation runs at a time (see the class notes): close this generator
+        (or iterate it to the end) before the next one or before changing prompts.
         """
+        if self._running.locked():
+            raise RuntimeError(ANOTHER_RUN_MESSAGE)
         if not self._objects:
             raise RuntimeError(
                 "nothing to propagate: add points, a box or a mask for an object first"
@@ -290,7 +329,21 @@ class Tracker:
             if int(max_frames) != max_frames or max_frames < 0:
                 raise ValueError(f"max_frames must be a non-negative integer, got {max_frames}")
             max_frames = int(max_frames)
-        return self._propagate(start_frame, bool(reverse), max_frames)
+        return self._one_at_a_time(self._propagate(start_frame, bool(reverse), max_frames))
+
+    def _one_at_a_time(self, results: Iterator[FrameResult]) -> Iterator[FrameResult]:
+        """``results`` with the propagation guard held from the first result until the end.
+
+        The guard is taken on the first ``next()`` (a generator that is never started holds
+        nothing, as ``close()`` does not run the body of an unstarted generator) and released
+        in ``finally``: at the end, on an error, and on ``close()`` or garbage collection.
+        """
+        if not self._running.acquire(blocking=False):
+            raise RuntimeError(ANOTHER_RUN_MESSAGE)
+        try:
+            yield from results
+        finally:
+            self._running.release()
 
     def stored_output(self, object_id: int, frame_index: int) -> StoredOutput | None:
         """The model-resolution output kept for an object on a frame (None if none is kept)."""
@@ -316,11 +369,7 @@ class Tracker:
         if start is None:
             firsts = [f for obj in objects for f in obj.conditioning]
             start = max(firsts) if reverse else min(firsts)
-        span = self.num_frames if max_frames is None else max_frames
-        if reverse:
-            order = range(start, max(start - span, 0) - 1, -1) if start > 0 else range(0)
-        else:
-            order = range(start, min(start + span, self.num_frames - 1) + 1)
+        order = propagation_frames(self.num_frames, start, reverse, max_frames)
         direction = -1 if reverse else 1
         for frame in order:
             outputs: dict[int, StoredOutput] = {}
@@ -587,6 +636,10 @@ class Tracker:
             f"dtype {dtype} differs from the model's parameters ({self.dtype}); convert the "
             "model with model.to(dtype) or pass torch.bfloat16 / torch.float16 for autocast"
         )
+
+    def _check_not_running(self) -> None:
+        if self._running.locked():
+            raise RuntimeError(RUNNING_MESSAGE)
 
     def _object(self, object_id: int, create: bool) -> ObjectState:
         obj = self._objects.get(object_id)

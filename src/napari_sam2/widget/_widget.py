@@ -1,30 +1,37 @@
-"""The SAM 2 tracking dock widget.
+"""The SAM 2 tracking dock widget: a composition of Qt-free controllers and thin views.
 
-Thin by design: the form sections are built in :mod:`napari_sam2.widget.panels`, prompt layers
-are handled by :mod:`napari_sam2.widget.prompting` (reading them with
-:mod:`napari_sam2.widget.layers` and :mod:`napari_sam2.tracking.layer_prompts`), the model by
-:mod:`napari_sam2.widget.model_choice`, and the tracker is driven by a
-:class:`~napari_sam2.widget.session.TrackingSession` in napari workers run one at a time by
-:mod:`napari_sam2.widget.workers`, so the viewer never freezes. This module wires them together:
-the widget's controls, the image and axis choices, the viewer position and export.
+- :class:`~napari_sam2.widget.prompt_controller.PromptController` owns the prompt layers, the
+  object being prompted and the click polarity (view: :mod:`napari_sam2.widget.prompting`);
+- :class:`~napari_sam2.widget.propagation.PropagationController` owns the tracking session,
+  the queue of jobs, run progress and errors (view: :mod:`napari_sam2.widget.propagate_view`);
+  its jobs run in napari workers (:mod:`napari_sam2.widget.workers`), which compute and yield,
+  while state changes on the GUI thread;
+- :class:`~napari_sam2.widget.model_controller.ModelController` owns the model choice, its
+  download and loading (view: :mod:`napari_sam2.widget.model_view`); exports are
+  :mod:`napari_sam2.widget.label_export`.
+
+This module builds the panels, keeps the image / axis choices and the viewer position, and
+wires the parts together. Its public methods are those scripts and tests use.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
-from napari.qt.threading import GeneratorWorker
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QVBoxLayout, QWidget
 
 from napari_sam2.tracking.layer_prompts import AxisPlan
 from napari_sam2.widget import layers as L
-from napari_sam2.widget.model_choice import ModelMixin, TrackerFactory
+from napari_sam2.widget.image_axes import AxesController
+from napari_sam2.widget.label_export import export_results
+from napari_sam2.widget.model_controller import ModelController
+from napari_sam2.widget.model_view import ModelView
 from napari_sam2.widget.panels import (
     ExportPanel,
     ImagePanel,
@@ -32,14 +39,20 @@ from napari_sam2.widget.panels import (
     PromptsPanel,
     PropagatePanel,
 )
-from napari_sam2.widget.prompting import PromptsMixin
+from napari_sam2.widget.prompt_controller import PromptController
+from napari_sam2.widget.prompting import PromptsView
+from napari_sam2.widget.propagate_view import PropagateView, notify_failure
+from napari_sam2.widget.propagation import PropagationController, RunSettings, SessionSpec
 from napari_sam2.widget.session import TrackingSession
-from napari_sam2.widget.workers import NEW_LAYER, WorkersMixin
+from napari_sam2.widget.workers import NEW_LAYER, QtJobRunner
 
 NONE = "none"
 
+TrackerFactory = Callable[..., Any]
+"""``factory(frames, contrast_limits=..., fill_hole_area=...) -> tracker``."""
 
-class SAM2Widget(PromptsMixin, ModelMixin, WorkersMixin, QWidget):
+
+class SAM2Widget(QWidget):
     """Dock widget: choose the image, prompt objects, propagate, correct and export.
 
     Keyboard shortcuts on the points layer: ``n`` starts the next object, ``t`` toggles
@@ -50,24 +63,37 @@ class SAM2Widget(PromptsMixin, ModelMixin, WorkersMixin, QWidget):
     """Emitted when no worker runs and none is waiting (prompts applied, runs finished)."""
     worker_started = Signal(object)
     """Emitted with each worker just before it starts."""
+    progress_changed = Signal(str)
+    """Emitted with each new progress line of a propagation."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.session: TrackingSession | None = None
-        self.worker: GeneratorWorker | None = None
-        self._session_key: tuple | None = None
-        self._model: Any = None
-        self._model_key: tuple | None = None
-        self._custom_model: tuple[str, Any] | None = None
         self._tracker_factory: TrackerFactory | None = None
-        self._queue: list[tuple[str, dict]] = []
-        self._pbar: progress | None = None
-        self._syncing_layers = False
-        self._connected: set[int] = set()
+        self._closed = False
+        self._docked = False
+        self.axes = AxesController(napari_viewer.dims)
+        self.prompts = PromptController(output=self._output_layer, tracked_ids=self._tracked_ids)
+        self.runs = PropagationController(
+            QtJobRunner(), prepare=self._prepare_job, make_tracker=self._make_tracker
+        )
         self._build_ui()
+        self._connect_controllers()
         self._connect_viewer()
         self._refresh_layer_choices()
+        self.destroyed.connect(self._on_destroyed_callback())
+
+    def _on_destroyed_callback(self) -> Any:
+        """The last resort when the widget is deleted without closing: stop the work and the
+        views (the callback holds no reference to the deleted widget)."""
+        runs, views = self.runs, (self._prompts_view, self._propagate_view)
+
+        def on_destroyed(*args: Any) -> None:
+            runs.close()
+            for view in views:
+                view.disconnect()
+
+        return on_destroyed
 
     # ======================================================================================
     # UI
@@ -108,25 +134,24 @@ class SAM2Widget(PromptsMixin, ModelMixin, WorkersMixin, QWidget):
         self.frames_spin = run.frames_spin
         self.propagate_button = run.propagate_button
         self.cancel_button = run.cancel_button
+        self.progress_label = run.progress_label
+        self.progress_bar = run.progress_bar
+        self.status_label = run.status_label
         self.timeline = run.timeline
         self.export_tiff_button = export.export_tiff_button
         self.export_ctc_button = export.export_ctc_button
         self.export_csv_button = export.export_csv_button
         self.timeline.color_of = lambda obj: tuple(L.color_of(obj, self._output_layer()))
 
-        model.browse_button.clicked.connect(self._browse_checkpoint)
-        self._set_polarity(True)
+        self._prompts_view = PromptsView(prompts, self.prompts)
+        self._propagate_view = PropagateView(run, self.runs)
+        self.model_view = ModelView(model, parent=self)
+
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.axis_combo.currentIndexChanged.connect(self._on_axes_changed)
         self.channel_axis_combo.currentIndexChanged.connect(self._on_channel_axis_changed)
         self.channel_combo.currentIndexChanged.connect(self._on_axes_changed)
-        self.model_combo.currentIndexChanged.connect(self._update_model_status)
-        self.checkpoint_edit.editingFinished.connect(self._update_model_status)
-        self.download_button.clicked.connect(self.download_weights)
         self.new_prompts_button.clicked.connect(self.new_prompt_layers)
-        self.next_object_button.clicked.connect(self.next_object)
-        self.polarity_button.clicked.connect(lambda: self._set_polarity(not self.positive))
-        self.object_spin.valueChanged.connect(self._on_object_changed)
         self.remove_object_button.clicked.connect(lambda: self.remove_object())
         self.propagate_button.clicked.connect(lambda: self.propagate())
         self.cancel_button.clicked.connect(self.cancel)
@@ -136,7 +161,16 @@ class SAM2Widget(PromptsMixin, ModelMixin, WorkersMixin, QWidget):
         self.export_csv_button.clicked.connect(lambda: self._export_dialog("csv"))
         for combo in (self.points_combo, self.shapes_combo, self.masks_combo):
             combo.currentIndexChanged.connect(self._on_prompt_layers_changed)
-        self._update_model_status()
+
+    def _connect_controllers(self) -> None:
+        self.prompts.edited.connect(self.apply_prompts)
+        self.runs.results_changed.connect(self._on_results_changed)
+        self.runs.idle.connect(self.idle.emit)
+        self.runs.started.connect(self.worker_started.emit)
+        self.runs.progress_changed.connect(
+            lambda text, done, total: self.progress_changed.emit(text)
+        )
+        self.runs.status_changed.connect(self._on_status_changed)
 
     # ======================================================================================
     # layers and choices
@@ -200,124 +234,68 @@ class SAM2Widget(PromptsMixin, ModelMixin, WorkersMixin, QWidget):
     def _output_layer(self) -> Labels | None:
         return self.output_combo.currentData()
 
+    @staticmethod
+    def _show_choices(combo: QComboBox, choices: list[tuple[str, Any]]) -> None:
+        """Fill ``combo`` with (text, value) choices, the first one chosen (no signal)."""
+        combo.blockSignals(True)
+        combo.clear()
+        for text, value in choices:
+            combo.addItem(text, value)
+        combo.blockSignals(False)
+
+    def _sync_axes(self) -> None:
+        """Hand the Image panel's choices to the axes controller."""
+        self.axes.image = self.image_layer
+        self.axes.frame_axis = self.axis_combo.currentData()
+        self.axes.channel_axis = self.channel_axis_combo.currentData()
+        self.axes.channel = self.channel_combo.currentData()
+
     def _on_image_changed(self, *args: Any) -> None:
-        image = self.image_layer
-        self.axis_combo.blockSignals(True)
-        self.channel_axis_combo.blockSignals(True)
-        self.axis_combo.clear()
-        self.channel_axis_combo.clear()
-        self.channel_axis_combo.addItem(NONE, None)
-        if image is not None:
-            shape = L.image_data(image).shape
-            spatial = len(shape) - (1 if image.rgb else 0)
-            labels = self._axis_labels(spatial)
-            for axis in range(spatial - 2):
-                self.axis_combo.addItem(f"{labels[axis]} ({shape[axis]})", axis)
-            if not image.rgb:
-                for axis in range(spatial - 2):
-                    self.channel_axis_combo.addItem(f"{labels[axis]} ({shape[axis]})", axis)
+        self.axes.image = image = self.image_layer
+        self._show_choices(self.axis_combo, self.axes.stack_axes())
+        self._show_choices(self.channel_axis_combo, self.axes.channel_axes())
         self.channel_axis_combo.setEnabled(image is not None and not image.rgb)
-        self.axis_combo.blockSignals(False)
-        self.channel_axis_combo.blockSignals(False)
         self._on_channel_axis_changed()
 
-    def _axis_labels(self, ndim: int) -> list[str]:
-        labels = list(self.viewer.dims.axis_labels)[-ndim:] if self.viewer.dims.ndim >= ndim else []
-        if len(labels) != ndim:
-            labels = [str(i) for i in range(ndim)]
-        # napari's default labels are numbers ("-3", "0"): show those as plain axis numbers.
-        return [
-            f"axis {i}" if name.lstrip("-").isdigit() else f"axis {i}: {name}"
-            for i, name in enumerate(labels)
-        ]
-
     def _on_channel_axis_changed(self, *args: Any) -> None:
-        image = self.image_layer
-        self.channel_combo.blockSignals(True)
-        self.channel_combo.clear()
-        c_axis = self.channel_axis_combo.currentData()
-        if image is not None and image.rgb:
-            self.channel_combo.addItem("RGB", "rgb")
-        elif image is not None and c_axis is not None:
-            count = L.image_data(image).shape[c_axis]
-            for c in range(count):
-                self.channel_combo.addItem(str(c), c)
-            if count == 3:
-                self.channel_combo.addItem("RGB (0, 1, 2)", "rgb")
+        self._sync_axes()
+        self._show_choices(self.channel_combo, self.axes.channels())
         self.channel_combo.setEnabled(self.channel_combo.count() > 1)
-        self.channel_combo.blockSignals(False)
         self._on_axes_changed()
 
     def _on_axes_changed(self, *args: Any) -> None:
-        try:
-            plan = self.plan()
-        except ValueError as exc:
-            self.axes_info.setText(str(exc))
-            return
-        if plan is None:
-            self.axes_info.setText("add an image layer")
-            return
-        fixed = ", ".join(f"axis {a} = {i}" for a, i in sorted(plan.fixed.items()))
-        self.axes_info.setText(
-            f"{plan.num_frames} frames"
-            + (f"; fixed at the viewer's position: {fixed}" if fixed else "")
-        )
-        self.timeline.set_data([], np.zeros((0, plan.num_frames)))
-        self._update_timeline()
+        self._sync_axes()
+        self.axes_info.setText(self.axes.summary())
+        plan = self.axes.safe_plan()
+        if plan is not None:
+            self.timeline.set_data([], np.zeros((0, plan.num_frames)))
+            self._update_timeline()
 
     def plan(self) -> AxisPlan | None:
         """How the chosen image maps to the tracked stack (None without an image).
 
         Axes other than the frame, channel, Y and X axes are fixed at the viewer's position.
+        Raises ValueError when the image has no axis to track along.
         """
-        image = self.image_layer
-        if image is None:
-            return None
-        shape = L.image_data(image).shape
-        frame_axis = self.axis_combo.currentData()
-        if frame_axis is None:
-            raise ValueError(
-                f"the image {image.name!r} of shape {shape} has no axis to track along: it "
-                "needs a time or Z axis besides Y and X"
-            )
-        c_axis = None if image.rgb else self.channel_axis_combo.currentData()
-        spatial = len(shape) - (1 if image.rgb else 0)
-        others = [a for a in range(spatial - 2) if a not in (frame_axis, c_axis)]
-        fixed = {a: self._viewer_index(image, a) for a in others}
-        return AxisPlan.from_shape(shape, frame_axis, c_axis, fixed, rgb=image.rgb)
-
-    def _viewer_axis(self, image: Image, axis: int) -> int:
-        return axis + self.viewer.dims.ndim - image.ndim
-
-    def _viewer_index(self, image: Image, axis: int) -> int:
-        """The image's data index along ``axis`` at the viewer's current position."""
-        world = self.viewer.dims.point[self._viewer_axis(image, axis)]
-        index = int(round((world - image.translate[axis]) / image.scale[axis]))
-        return int(np.clip(index, 0, L.image_data(image).shape[axis] - 1))
-
-    def current_frame(self) -> int | None:
-        plan = self._safe_plan()
-        if plan is None:
-            return None
-        return self._viewer_index(self.image_layer, plan.frame_axis)
+        self._sync_axes()
+        return self.axes.plan()
 
     def _safe_plan(self) -> AxisPlan | None:
-        try:
-            return self.plan()
-        except ValueError:
-            return None
+        self._sync_axes()
+        return self.axes.safe_plan()
+
+    def current_frame(self) -> int | None:
+        """The frame the viewer shows along the tracked axis (None without an image)."""
+        self._sync_axes()
+        return self.axes.current_frame()
 
     def _on_dims_changed(self, event: Any = None) -> None:
         self.timeline.set_current_frame(self.current_frame())
 
     def go_to_frame(self, frame: int) -> None:
         """Move the viewer to ``frame`` along the tracked axis."""
-        image, plan = self.image_layer, self._safe_plan()
-        if image is None or plan is None:
-            return
-        axis = plan.frame_axis
-        world = image.translate[axis] + frame * image.scale[axis]
-        self.viewer.dims.set_point(self._viewer_axis(image, axis), world)
+        self._sync_axes()
+        self.axes.go_to_frame(frame)
 
     def _update_timeline(self) -> None:
         session = self.session
@@ -327,31 +305,287 @@ class SAM2Widget(PromptsMixin, ModelMixin, WorkersMixin, QWidget):
         self.timeline.set_data(ids, states, {k: session.prompted_frames(k) for k in ids})
         self.timeline.set_current_frame(self.current_frame())
 
+    # ======================================================================================
+    # prompts
+    # ======================================================================================
+
+    def new_prompt_layers(self) -> tuple[Points, Shapes, Labels]:
+        """Add a Points layer (clicks), a Shapes layer (boxes) and a Labels layer (mask
+        prompts) with the image's geometry and select them as prompt layers; the points layer
+        is left active, in add mode."""
+        image, plan = self.image_layer, self.plan()
+        if image is None or plan is None:
+            raise ValueError("add an image layer first")
+        points, shapes, masks = self.prompts.create_layers(image, plan, self.prompts.object_id)
+        for layer in (masks, shapes, points):
+            self.viewer.layers.append(layer)
+        self.points_combo.setCurrentIndex(self.points_combo.findData(points))
+        self.shapes_combo.setCurrentIndex(self.shapes_combo.findData(shapes))
+        self.masks_combo.setCurrentIndex(self.masks_combo.findData(masks))
+        self.viewer.layers.selection.active = points
+        points.mode = "add"
+        return points, shapes, masks
+
+    def _on_prompt_layers_changed(self, *args: Any) -> None:
+        self.prompts.set_layers(self.points_layer, self.shapes_layer, self.masks_layer)
+
+    @property
+    def positive(self) -> bool:
+        """New clicks are positive (else negative)."""
+        return self.prompts.positive
+
+    def _set_polarity(self, positive: bool) -> None:
+        self.prompts.set_positive(positive)
+
+    def toggle_polarity(self) -> None:
+        """Switch between positive and negative clicks; flips the selected points too."""
+        self.prompts.toggle_polarity()
+
+    def next_object(self) -> int:
+        """Start a new object: one above every object id in use. Returns it."""
+        return self.prompts.next_object()
+
+    def _tracked_ids(self) -> list[int]:
+        return self.session.object_ids() if self.session is not None else []
+
+    def remove_object(self, object_id: int | None = None) -> None:
+        """Remove an object: its prompts, its tracking and its labels (other labels stay)."""
+        obj = self.prompts.object_id if object_id is None else int(object_id)
+        if self.busy:
+            show_error("SAM 2: wait for the running work to finish (or cancel it) first")
+            return
+        self.prompts.remove_object_prompts(obj)
+        if self.session is not None:
+            self.session.remove_object(obj)
+        self._on_results_changed()
+
+    # ======================================================================================
+    # work: the session, prompts and runs
+    # ======================================================================================
+
+    @property
+    def session(self) -> TrackingSession | None:
+        """The tracking session (None before the first prompt, and after changing image)."""
+        return self.runs.session
+
+    @property
+    def worker(self) -> Any:
+        """The napari worker running now (None when idle)."""
+        return self.runs.worker
+
+    @property
+    def busy(self) -> bool:
+        """Work runs or waits."""
+        return self.runs.busy
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The error of the last job that failed (None after a job succeeded)."""
+        return self.runs.last_error
+
+    def apply_prompts(self) -> None:
+        """Send what changed in the prompt layers to the tracker (in a worker) and show the
+        prompted frames' masks at once."""
+        self.runs.apply_prompts()
+
+    def propagate(
+        self,
+        direction: str | None = None,
+        start_frame: int | None = None,
+        max_frames: int | None = None,
+    ) -> None:
+        """Propagate in a worker (arguments default to the widget's settings)."""
+        direction = direction or self.direction_combo.currentText()
+        if start_frame is None and self.start_spin.value() >= 0:
+            start_frame = self.start_spin.value()
+        if max_frames is None and self.frames_spin.value() > 0:
+            max_frames = self.frames_spin.value()
+        self.runs.propagate(RunSettings(direction, start_frame, max_frames))
+
+    def cancel(self) -> None:
+        """Stop the running propagation after the frame in progress; what is done stays."""
+        self.runs.cancel()
+
+    def _reset_session(self) -> None:
+        self.runs.reset_session()
+
+    # --- the model part (delegated to the model view and its controller) -----------------
+
+    @property
+    def model_controller(self) -> ModelController:
+        """The state of the model part (choice, loaded model, failures)."""
+        return self.model_view.controller
+
+    def use_model(self, model: Any, name: str = "custom model") -> None:
+        """Use an already built model, or a ``SAM2Config`` whose weights are given as the
+        checkpoint file, instead of an official one (it joins the model list, chosen)."""
+        self.model_view.use_model(model, name)
+
+    def use_tracker_factory(self, factory: TrackerFactory | None) -> None:
+        """Build trackers with ``factory(frames, contrast_limits=..., fill_hole_area=...)``
+        instead of the model (for tests and custom engines)."""
+        self._tracker_factory = factory
+        self._reset_session()
+
+    def download_weights(self) -> Any:
+        """Download the chosen official checkpoint in a worker, with progress."""
+        return self.model_view.download()
+
+    def _update_model_status(self, *args: Any) -> None:
+        self.model_view.refresh()
+
+    def _load_model(self, model_key: tuple) -> Any:
+        """Worker thread: the model for the session key, kept in memory between sessions.
+        Raises ``ModelError`` with a short message."""
+        return self.model_view.load_in_worker(model_key)
+
+    def _model_choice_key(self) -> tuple[str, str, str]:
+        """The model part's key of the chosen model: (file or name, device, list entry)."""
+        self._update_model_status()  # take over what scripts set in the controls directly
+        return self.model_controller.key()
+
+    def _prepare_job(self) -> tuple[SessionSpec, Any]:
+        """GUI thread, as a job starts: what the session is built from and the prompts."""
+        image, plan = self.image_layer, self.plan()
+        if image is None or plan is None:
+            raise ValueError("choose an image layer to track in")
+        output = self._ensure_output_layer(image, plan)
+        channel = self.channel_combo.currentData()
+        model_key = self._model_choice_key()
+        limits = None
+        if not image.rgb and channel != "rgb":
+            limits = tuple(float(v) for v in image.contrast_limits)
+        spec = SessionSpec(
+            key=(id(image), plan, channel, model_key, id(output.data), id(self._tracker_factory)),
+            data=L.image_data(image),
+            plan=plan,
+            channel=channel,
+            contrast_limits=limits,
+            model_key=model_key,
+            labels=plan.labels_view(output.data),
+        )
+        return spec, self.prompts.read(plan, image)
+
+    def _make_tracker(self, spec: SessionSpec, frames: Any, **kwargs: Any) -> Any:
+        """Worker thread: a tracker over the lazy (T, H, W[, C]) view of the image."""
+        if self._tracker_factory is not None:
+            return self._tracker_factory(frames, **kwargs)
+        from napari_sam2.tracking.device import autocast_dtype
+        from napari_sam2.tracking.tracker import Tracker
+
+        model = self._load_model(spec.model_key)
+        # bfloat16 (or float16) autocast on GPUs, float32 on the CPU
+        kwargs["dtype"] = autocast_dtype(next(model.parameters()).device)
+        return Tracker(model, frames, **kwargs)
+
+    def _ensure_output_layer(self, image: Image, plan: AxisPlan) -> Labels:
+        layer = self._output_layer()
+        expected = plan.labels_shape(L.image_data(image).shape)
+        if layer is None:
+            layer = L.new_labels_layer(image, plan, L.OUTPUT_NAME)
+            self._add_layer_keeping_focus(layer)
+            self.output_combo.setCurrentIndex(self.output_combo.findData(layer))
+            self.prompts.apply_defaults()
+            self.prompts.style()
+        elif tuple(layer.data.shape) != tuple(expected):
+            raise ValueError(
+                f"the output layer {layer.name!r} has shape {tuple(layer.data.shape)} but the "
+                f"image needs {tuple(expected)}: choose '{NEW_LAYER}' as output"
+            )
+        return layer
+
+    def _add_layer_keeping_focus(self, layer: Any) -> None:
+        """Add ``layer`` without taking the focus from the layer the user works in (napari
+        selects a new layer; the next click would then paint or pan instead of prompting)."""
+        selection = self.viewer.layers.selection
+        active = selection.active
+        mode = getattr(active, "mode", None)
+        self.viewer.layers.append(layer)
+        if active is not None:
+            selection.active = active
+            if mode is not None and str(active.mode) != str(mode):
+                active.mode = mode
+
+    def _on_results_changed(self) -> None:
+        output = self._output_layer()
+        if output is not None:
+            output.refresh()
+        self._update_timeline()
+
+    def _on_status_changed(self, text: str, detail: str, error: bool) -> None:
+        if not text:
+            self._dismiss_error_toasts()
+
+    def _dismiss_error_toasts(self) -> None:
+        """Close this plugin's error pop-ups once later work succeeded: they are out of date.
+        (napari has no public way to close a notification; its toasts are plain widgets.)"""
+        try:
+            from napari._qt.dialogs.qt_notification import NapariQtNotification
+        except ImportError:
+            return
+        for toast in self.window().findChildren(NapariQtNotification):
+            message = getattr(toast, "message", None)
+            text = message.text() if hasattr(message, "text") else ""
+            if text.startswith("SAM 2:") and "failed" in text:
+                toast.close()
+
+    # ======================================================================================
+    # closing
+    # ======================================================================================
+
+    def shutdown(self) -> None:
+        """Stop the work (the running job ends after its frame), close the tracker and stop
+        listening to the viewer. Called when the widget closes; harmless twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.runs.close()  # a closed controller tells nobody anything more
+        self.prompts.edited.disconnect(self.apply_prompts)
+        self._prompts_view.disconnect()
+        self._propagate_view.disconnect()
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.reordered):
+            emitter.disconnect(self._refresh_layer_choices)
+        self.viewer.dims.events.current_step.disconnect(self._on_dims_changed)
+        self.viewer.dims.events.axis_labels.disconnect(self._on_image_changed)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        self.shutdown()
+        super().closeEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        # napari removes a dock widget by taking its widget out of the window (setParent(None));
+        # no close event comes, so a widget that had a parent and lost it is shut down.
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.shutdown()
+        return super().event(event)
+
     # --- export ---------------------------------------------------------------------------
 
     def export(self, kind: str, path: str | os.PathLike) -> Any:
-        """Write the output labels as ``tiff`` or ``ctc`` (a folder), or the presence ``csv``."""
-        from napari_sam2.outputs import export_ctc, export_labels_tiff
-
+        """Write the output labels as ``tiff`` (with the layer's axes, scale and units) or
+        ``ctc`` (a folder), or the presence ``csv``."""
         output = self._output_layer()
-        plan = self._safe_plan()
-        if kind == "csv":
-            if self.session is None:
-                raise ValueError("nothing tracked yet: propagate before exporting the table")
-            return self.session.table.to_csv(path)
-        if output is None or plan is None:
-            raise ValueError("no output labels yet: prompt and propagate first")
-        if kind == "ctc":
-            return export_ctc(np.asarray(plan.labels_view(output.data)), path)
-        if kind == "tiff":
-            labels = np.asarray(output.data)
-            scale = list(output.scale)
-            if plan.channel_axis is not None and not plan.rgb:
-                labels = np.take(labels, 0, axis=plan.channel_axis)
-                scale.pop(plan.channel_axis)
-            names = _axes_names(labels.ndim, plan)
-            return export_labels_tiff(labels, path, axes=names, scale=scale)
-        raise ValueError(f"unknown export {kind!r}: choose tiff, ctc or csv")
+        return export_results(
+            kind,
+            path,
+            output,
+            self._safe_plan(),
+            self.session,
+            axis_labels=self._axis_names_of(output) if output is not None else None,
+        )
+
+    def _axis_names_of(self, layer: Any) -> list[str]:
+        """The layer's axis labels; where it has napari's numbered defaults, the viewer's
+        labels for its axes (a user may have named the axes in the viewer only)."""
+        names = [str(n) for n in getattr(layer, "axis_labels", ())]
+        if len(names) == layer.ndim and not all(n.lstrip("-").isdigit() for n in names):
+            return names
+        viewer_names = [str(n) for n in self.viewer.dims.axis_labels][-layer.ndim :]
+        return viewer_names if len(viewer_names) == layer.ndim else names
 
     def _export_dialog(self, kind: str) -> None:
         try:
@@ -364,13 +598,7 @@ class SAM2Widget(PromptsMixin, ModelMixin, WorkersMixin, QWidget):
                 self.export(kind, path)
                 show_info(f"SAM 2: wrote {path}")
         except (ValueError, TypeError, OSError) as exc:
-            show_error(f"SAM 2: export failed: {exc}")
-
-
-def _axes_names(ndim: int, plan: AxisPlan) -> str:
-    """TIFF axes letters for labels of ``ndim`` axes: frame axis T (Z if nothing else), Y, X."""
-    if ndim == 3:
-        return "TYX"
-    if ndim == 4:
-        return "TZYX"
-    raise ValueError(f"TIFF export takes 3 or 4 label axes, got {ndim}")
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if len(reason) > 80:
+                reason = reason[:77] + "..."  # the whole message is behind "View Traceback"
+            notify_failure(f"SAM 2: export failed: {reason}", exc)

@@ -46,11 +46,31 @@ def labels_geometry(image: Image, plan: AxisPlan) -> tuple[np.ndarray, np.ndarra
     return scale, translate
 
 
+def axes_metadata(image: Image) -> dict[str, Any]:
+    """The image's ``units`` and ``axis_labels`` as layer keyword arguments.
+
+    Layers in one viewer must agree on units (napari warns "Inconsistent units across layers"
+    and drops them otherwise), so every layer the widget makes copies them from the image.
+    """
+    meta: dict[str, Any] = {}
+    for name in ("units", "axis_labels"):
+        value = getattr(image, name, None)
+        if value is not None and len(value) == image.ndim:
+            meta[name] = tuple(value)
+    return meta
+
+
 def new_labels_layer(image: Image, plan: AxisPlan, name: str) -> Labels:
-    """An empty Labels layer for the image, with its scale and translate."""
+    """An empty Labels layer for the image, with its scale, translate, units and axis labels."""
     shape = plan.labels_shape(image_data(image).shape)
     scale, translate = labels_geometry(image, plan)
-    return Labels(np.zeros(shape, np.uint16), name=name, scale=scale, translate=translate)
+    return Labels(
+        np.zeros(shape, np.uint16),
+        name=name,
+        scale=scale,
+        translate=translate,
+        **axes_metadata(image),
+    )
 
 
 def new_points_layer(image: Image, plan: AxisPlan, object_id: int = 1) -> Points:
@@ -61,6 +81,7 @@ def new_points_layer(image: Image, plan: AxisPlan, object_id: int = 1) -> Points
         ndim=plan.layer_ndim,
         scale=image.scale,
         translate=image.translate,
+        **axes_metadata(image),
         features={
             "object_id": np.empty(0, dtype=np.int64),
             "positive": np.empty(0, dtype=bool),
@@ -80,6 +101,7 @@ def new_shapes_layer(image: Image, plan: AxisPlan, object_id: int = 1) -> Shapes
         name=BOXES_NAME,
         scale=image.scale,
         translate=image.translate,
+        **axes_metadata(image),
         features={"object_id": np.empty(0, dtype=np.int64)},
         face_color="transparent",
         edge_width=2,

@@ -56,7 +56,11 @@ class ImagePanel(QGroupBox):
 
 
 class ModelPanel(QGroupBox):
-    """The model (a named checkpoint or a local file), its download and the device."""
+    """The model (a named checkpoint, or a checkpoint file), its download and the device.
+
+    Controls only: :class:`~napari_sam2.widget.model_view.ModelView` connects them to the
+    model controller.
+    """
 
     def __init__(self) -> None:
         super().__init__("Model")
@@ -67,13 +71,19 @@ class ModelPanel(QGroupBox):
         self.model_combo.addItems(list(CHECKPOINT_NAMES))
         self.model_combo.setCurrentText(DEFAULT_MODEL)
         self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("optional: a local .pt checkpoint")
+        self.checkpoint_edit.setPlaceholderText("optional: a .pt checkpoint file")
+        self.checkpoint_edit.setToolTip(
+            "A checkpoint file in the official format: its model is recognised from the file "
+            "(or give the model in the list). Applied on Return."
+        )
         self.browse_button = QPushButton("...")
         self.browse_button.setMaximumWidth(30)
+        self.browse_button.setToolTip("Choose a checkpoint file")
         row = QHBoxLayout()
         row.addWidget(self.checkpoint_edit)
         row.addWidget(self.browse_button)
         self.model_status = QLabel()
+        self.model_status.setWordWrap(True)  # long states wrap instead of widening the dock
         self.download_button = QPushButton("Download")
         self.download_bar = QProgressBar()
         self.download_bar.setVisible(False)
@@ -84,7 +94,7 @@ class ModelPanel(QGroupBox):
         self.device_combo.addItems(list(DEVICES))
         form.addRow("model", self.model_combo)
         form.addRow("checkpoint", row)
-        form.addRow("weights", status_row)
+        form.addRow("state", status_row)
         form.addRow(self.download_bar)
         form.addRow("device", self.device_combo)
 
@@ -121,7 +131,8 @@ class PromptsPanel(QGroupBox):
 
 
 class PropagatePanel(QGroupBox):
-    """The output layer, the run settings, run / cancel and the per-object timeline."""
+    """The output layer, the run settings, run / cancel, progress, the status line (the last
+    error, its whole message as tooltip) and the per-object timeline."""
 
     def __init__(self) -> None:
         super().__init__("Propagate")
@@ -147,12 +158,24 @@ class PropagatePanel(QGroupBox):
         run_row = QHBoxLayout()
         run_row.addWidget(self.propagate_button)
         run_row.addWidget(self.cancel_button)
+        self.progress_label = QLabel()
+        self.progress_label.setToolTip("frames done in the current pass, speed and time left")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(False)
+        self.progress_bar.setMaximumHeight(8)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setStyleSheet("color: #ff7060")
+        self.status_label.setVisible(False)
         self.timeline = Timeline()
         form.addRow("output", self.output_combo)
         form.addRow("direction", self.direction_combo)
         form.addRow("start frame", self.start_spin)
         form.addRow("frames", self.frames_spin)
         form.addRow(run_row)
+        form.addRow(self.progress_label)
+        form.addRow(self.progress_bar)
+        form.addRow(self.status_label)
         form.addRow(self.timeline)
 
 

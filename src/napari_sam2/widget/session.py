@@ -14,15 +14,16 @@ calls it from two threads, never at the same time for the same session:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
+from napari_sam2.tracking.frame_order import propagation_frames
 from napari_sam2.tracking.layer_prompts import PromptSet, diff_prompts
 
-__all__ = ["FrameState", "TrackingSession", "LOW_CONFIDENCE", "DIRECTIONS"]
+__all__ = ["DIRECTIONS", "FrameState", "LOW_CONFIDENCE", "Leg", "TrackingSession"]
 
 LOW_CONFIDENCE = 1.0
 """|object score logit| below this is shown as low confidence (sigmoid between 0.27 and 0.73)."""
@@ -37,6 +38,20 @@ class FrameState(IntEnum):
     PRESENT = 1
     ABSENT = 2
     UNCERTAIN = 3
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One pass of a run: its direction, the start and length the tracker is given (None: the
+    tracker's default), and the frames it visits in order."""
+
+    name: str
+    start: int | None
+    max_frames: int | None
+    frames: range
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 class TrackingSession:
@@ -124,6 +139,54 @@ class TrackingSession:
             return None
         return min(self.edited_frames) if direction != "reverse" else max(self.edited_frames)
 
+    def legs(
+        self,
+        direction: str = "forward",
+        start_frame: int | None = None,
+        max_frames: int | None = None,
+    ) -> list[Leg]:
+        """The passes a run makes: one per direction (``both``: forward, then reverse).
+
+        Each :class:`Leg` says which frames it visits, from
+        :func:`napari_sam2.tracking.propagation_frames` (the tracker's own definition), so
+        progress counts equal the results the tracker yields.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if not self.sent.keys():
+            raise ValueError(
+                "nothing to propagate: add a point, box or mask prompt for an object first"
+            )
+        prompted = sorted(self.sent.frames())
+        legs = []
+        for name in ["forward", "reverse"] if direction == "both" else [direction]:
+            start = start_frame if start_frame is not None else self.start_frame(name)
+            # None leaves the start to the tracker: its first (reverse: last) prompted frame
+            first = (
+                start if start is not None else (prompted[-1] if name == "reverse" else prompted[0])
+            )
+            frames = propagation_frames(self.num_frames, first, name == "reverse", max_frames)
+            legs.append(Leg(name, start, max_frames, frames))
+        return legs
+
+    def propagate_leg(
+        self, leg: Leg, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[Any]:
+        """Yield the tracker's result for each frame of ``leg``; ``should_stop()`` is asked
+        after each frame. Nothing is written here (see :meth:`record`)."""
+        results = self.tracker.propagate(
+            start_frame=leg.start, reverse=leg.name == "reverse", max_frames=leg.max_frames
+        )
+        try:
+            for result in results:
+                yield result
+                if should_stop is not None and should_stop():
+                    return
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+
     def propagate(
         self,
         direction: str = "forward",
@@ -135,28 +198,30 @@ class TrackingSession:
 
         ``start_frame`` None uses :meth:`start_frame`; ``max_frames`` counts the frames after
         the start (the tracker's meaning). Nothing is written here: the caller hands each
-        result to :meth:`record` (in the GUI thread). ``should_stop()`` is asked before each
+        result to :meth:`record` (in the GUI thread). ``should_stop()`` is asked after each
         frame.
         """
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if not self.sent.keys():
-            raise ValueError(
-                "nothing to propagate: add a point, box or mask prompt for an object first"
-            )
-        legs = ["forward", "reverse"] if direction == "both" else [direction]
-        for leg in legs:
-            start = start_frame if start_frame is not None else self.start_frame(leg)
-            results = self.tracker.propagate(
-                start_frame=start, reverse=leg == "reverse", max_frames=max_frames
-            )
-            try:
-                for result in results:
-                    yield result
-                    if should_stop is not None and should_stop():
-                        return
-            finally:
-                results.close()
+        for leg in self.legs(direction, start_frame, max_frames):
+            stopped = False
+
+            def stop() -> bool:
+                nonlocal stopped
+                stopped = should_stop is not None and should_stop()
+                return stopped
+
+            yield from self.propagate_leg(leg, stop)
+            if stopped:
+                return
+
+    def close(self) -> None:
+        """Close the tracker (its frame reader and memory); the session is done."""
+        close = getattr(self.tracker, "close", None)
+        if callable(close):
+            close()
+        else:  # a tracker without close(): at least stop its frame reader
+            frames_close = getattr(getattr(self.tracker, "frames", None), "close", None)
+            if callable(frames_close):
+                frames_close()
 
     # --- GUI thread ------------------------------------------------------------------------
 
