@@ -33,18 +33,7 @@ from typing import Any
 
 import numpy as np
 
-try:  # the real result type once the tracker exists
-    from napari_sam2.tracking.tracker import FrameResult
-except Exception:  # noqa: BLE001 - the tracker may not be importable yet
-
-    @dataclass(frozen=True)
-    class FrameResult:  # type: ignore[no-redef]
-        frame_index: int
-        object_ids: tuple[int, ...]
-        mask_logits: np.ndarray
-        object_score_logits: np.ndarray
-        has_output: np.ndarray
-
+from napari_sam2.tracking import FrameResult, propagation_frames
 
 ABSENT_LOGIT = -1024.0
 
@@ -171,11 +160,7 @@ class ScriptedTracker:
         if start_frame is None:
             start_frame = prompted[-1] if reverse else prompted[0]
         self._check_frame(start_frame)
-        count = self.num_frames if max_frames is None else max_frames
-        if reverse:
-            frames = range(start_frame, max(start_frame - count, 0) - 1, -1)
-        else:
-            frames = range(start_frame, min(start_frame + count, self.num_frames - 1) + 1)
+        frames = propagation_frames(self.num_frames, start_frame, reverse, max_frames)
         ids = self.object_ids
         for t in frames:
             self.outputs.update((k, t) for k in ids)
