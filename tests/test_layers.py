@@ -57,6 +57,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 QT_FREE_WIDGET_MODULES = (
     "image_axes",
     "label_export",
+    "measurements_controller",
     "model_controller",
     "progress",
     "prompt_controller",

@@ -36,7 +36,7 @@ def test_manifest_python_names_of_io_and_samples_import():
 
     manifest = npe2.PluginManifest.from_distribution("napari-sam2")
     io_commands = [c for c in manifest.contributions.commands if "widget" not in c.id]
-    assert len(io_commands) == 4
+    assert len(io_commands) == 5  # reader, two writers, two samples
     for command in io_commands:
         assert callable(import_python_name(command.python_name))
 

@@ -31,7 +31,10 @@ def test_manifest_loads_from_the_distribution():
     assert manifest.name == "napari-sam2"
     contributions = manifest.contributions
     assert [r.command for r in contributions.readers] == ["napari-sam2.get_reader"]
-    assert [w.command for w in contributions.writers] == ["napari-sam2.write_labels"]
+    assert [w.command for w in contributions.writers] == [
+        "napari-sam2.write_labels",
+        "napari-sam2.write_labels_nifti",
+    ]
     assert {s.key for s in contributions.sample_data} == {"dividing_cells", "blob_volume"}
     assert [w.command for w in contributions.widgets] == ["napari-sam2.tracking_widget"]
 
@@ -91,9 +94,11 @@ def test_manifest_names_what_napari_and_the_hub_show():
     manifest = npe2.PluginManifest.from_distribution("napari-sam2")
     assert manifest.display_name == "napari-sam2"
     (reader,) = manifest.contributions.readers
-    assert set(reader.filename_patterns) == {"*.tif", "*.tiff"}
-    (writer,) = manifest.contributions.writers
-    assert set(writer.filename_extensions) == {".tif", ".tiff"}
+    assert set(reader.filename_patterns) == {"*.tif", "*.tiff", "*.nii", "*.nii.gz", "*.dcm"}
+    assert reader.accepts_directories  # a DICOM series is a folder
+    tiff, nifti = manifest.contributions.writers
+    assert set(tiff.filename_extensions) == {".tif", ".tiff"}
+    assert set(nifti.filename_extensions) == {".nii", ".nii.gz"}
     (widget,) = manifest.contributions.widgets
     assert widget.display_name == "SAM 2 tracking"  # Plugins > SAM 2 tracking (napari-sam2)
 

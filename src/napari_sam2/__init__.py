@@ -1,14 +1,16 @@
 """napari-sam2: SAM 2 segmentation and tracking for time-lapses and volumes in napari.
 
 ``napari_sam2.track(stack, prompts, model=...)`` runs the whole pipeline headless (see
-``docs/cli.md``). It is imported on first use so that napari's plugin discovery, which imports
-this package, does not load torch.
+``docs/cli.md``); ``napari_sam2.measure(labels, scale=..., units=..., axis="z")`` measures the
+objects of a label array (volumes and RECIST diameters, or areas per frame). They are imported
+on first use so that napari's plugin discovery, which imports this package, does not load
+torch.
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["track"]
+__all__ = ["measure", "track"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from napari_sam2.api import track
 
         return track
+    if name == "measure":
+        from napari_sam2.outputs.measurements import measure
+
+        return measure
     raise AttributeError(f"module 'napari_sam2' has no attribute {name!r}")

@@ -1,4 +1,10 @@
-"""Open TIFF stacks with their axes and voxel size (npe2 reader contribution).
+"""Open TIFF stacks, NIfTI files and DICOM series with their axes and voxel size (npe2 reader).
+
+NIfTI (``.nii``, ``.nii.gz``) and DICOM (a folder of slices, or one ``.dcm`` file: the whole
+series it belongs to) open through :mod:`napari_sam2.radiology` as (z, y, x) volumes, axial
+slices first in LPS directions, with the spacing as ``scale`` in mm, the position of the first
+voxel as ``translate`` and the source geometry in ``metadata["radiology"]`` (what the NIfTI
+writer needs to put labels back on the source). CT values are Hounsfield units.
 
 The axes come from the file (ImageJ hyperstacks, OME-TIFF, tifffile's shaped JSON), so a
 time-lapse opens as (t, y, x) and a volume as (z, y, x) with the voxel size as ``scale``.
@@ -26,7 +32,7 @@ import tifffile
 from .stack_files import TiffStack
 from .tiff_meta import LABELS_MARK, marked_as_labels, physical_sizes, pixel_origins
 
-__all__ = ["LABELS_MARK", "napari_get_reader", "read_tiff"]
+__all__ = ["LABELS_MARK", "napari_get_reader", "read_radiology", "read_tiff"]
 
 # Images above this size open as lazy dask arrays; labels always load (napari edits them).
 LAZY_BYTES = 1 << 30
@@ -40,15 +46,82 @@ _GENERIC = "i"  # tifffile's I / Q / other: a stack axis the file does not name
 LayerData = tuple[Any, dict, str]
 
 
+# CT opens in a soft-tissue window (width 400, level 40 HU) rather than the full range
+CT_CONTRAST_LIMITS = (-160.0, 240.0)
+
+
 def napari_get_reader(path: str | list[str]):
-    """Return :func:`read_tiff` for a single ``.tif`` / ``.tiff`` path, else None."""
+    """The reader for ``path``: :func:`read_tiff` for one ``.tif`` / ``.tiff`` file,
+    :func:`read_radiology` for a NIfTI file, a DICOM file or folder, or several DICOM files
+    (one series); None for anything else."""
+    from . import radiology
+
     if isinstance(path, list):
+        if len(path) > 1 and all(str(p).lower().endswith(".dcm") for p in path):
+            return read_radiology
         if len(path) != 1:
             return None
         path = path[0]
-    if not str(path).lower().endswith((".tif", ".tiff")):
-        return None
-    return read_tiff
+    if str(path).lower().endswith((".tif", ".tiff")):
+        return read_tiff
+    if radiology.is_radiology_path(path):
+        return read_radiology
+    return None
+
+
+def read_radiology(path: str | list[str]) -> list[LayerData]:
+    """A NIfTI file or DICOM series (every series of a folder, largest first) as layers.
+
+    An integer NIfTI whose header says "label" (as this plugin's writer marks it) or whose
+    name says labels (``*_seg.nii.gz``, ``*mask*``) opens as a Labels layer.
+    """
+    from . import radiology
+
+    if isinstance(path, list) and len(path) == 1:
+        path = path[0]
+    try:
+        if isinstance(path, list):
+            volumes = radiology.open_dicom(path)
+        elif radiology.is_nifti_path(path):
+            volumes = [radiology.open_nifti(path)]
+        else:
+            volumes = radiology.open_dicom(path)
+    except radiology.RadiologyDependencyError as err:
+        raise ImportError(str(err)) from None
+    layers = []
+    for volume in volumes:
+        data = volume.data
+        is_labels = np.issubdtype(data.dtype, np.integer) and (
+            volume.is_labels
+            or (volume.metadata["format"] == "nifti" and _named_like_labels(Path(path)))
+        )
+        if is_labels or math.prod(data.shape) * data.dtype.itemsize <= LAZY_BYTES:
+            array = np.asarray(data)  # labels load: napari edits them in memory
+        else:
+            import dask.array as da  # a napari dependency
+
+            chunks = (1,) * (data.ndim - 2) + data.shape[-2:]
+            array = da.from_array(data, chunks=chunks, asarray=True, fancy=False, name=False)
+        ndim = data.ndim
+        kwargs: dict[str, Any] = {
+            "name": volume.name,
+            "scale": (1.0,) * (ndim - 3) + tuple(volume.spacing),
+            "translate": (0.0,) * (ndim - 3) + tuple(volume.origin),
+            "units": ("pixel",) * (ndim - 3) + ("mm",) * 3,
+            "axis_labels": ("t", "z", "y", "x")[-ndim:],
+            "metadata": {
+                "axes": "TZYX"[-ndim:],
+                "source": volume.metadata["source"],
+                "radiology": volume.metadata,
+            },
+        }
+        if is_labels:
+            layers.append((array, kwargs, "labels"))
+            continue
+        if volume.metadata.get("modality") == "CT":
+            kwargs["contrast_limits"] = CT_CONTRAST_LIMITS
+        layers.append((array, kwargs, "image"))
+    return layers
 
 
 def read_tiff(path: str | list[str]) -> list[LayerData]:
@@ -151,5 +224,6 @@ def _normalise_axes(axes: str, ndim: int) -> str:
 
 
 def _named_like_labels(path: Path) -> bool:
-    name = path.name.lower().removesuffix(".tiff").removesuffix(".tif").removesuffix(".ome")
+    name = path.name.lower().removesuffix(".gz").removesuffix(".nii")
+    name = name.removesuffix(".tiff").removesuffix(".tif").removesuffix(".ome")
     return bool(_LABEL_WORDS & set(re.split(r"[^a-z0-9]+", name)))

@@ -9,10 +9,16 @@ marked as labels, so this plugin's reader opens it as a Labels layer again with 
 axes, scale and units.
 
 The layer's ``translate`` is kept as ImageJ's origin; OME files do not record it.
+
+``.nii`` / ``.nii.gz`` go to :func:`write_labels_nifti`: with the source's affine and header
+where the layer's ``metadata["radiology"]`` holds them (the layer read from, or made for, a
+NIfTI file or DICOM series by this plugin's reader), else with an affine made from the layer's
+``scale`` and ``translate`` (see :mod:`napari_sam2.radiology` for the convention).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,7 +26,7 @@ import numpy as np
 from napari_sam2.outputs.export import write_labels_tiff
 from napari_sam2.tiff_meta import LABELS_MARK
 
-__all__ = ["LABELS_MARK", "write_labels"]
+__all__ = ["LABELS_MARK", "write_labels", "write_labels_nifti"]
 
 _LETTER_FOR_LABEL = {
     "t": "T", "time": "T", "frame": "T", "frames": "T",
@@ -35,6 +41,8 @@ _TIFF_AXES = "TZCYX"
 
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     """Write one Labels layer (``data`` and its state ``meta``) to ``path``; return the paths."""
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        return write_labels_nifti(path, data, meta)
     if meta.get("multiscale") and isinstance(data, list | tuple):
         data = data[0]  # the full-resolution level
     labels = np.asarray(data)
@@ -73,6 +81,40 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
         allow_ome=True,
     )
     return [path]
+
+
+def write_labels_nifti(path: str, data: Any, meta: dict) -> list[str]:
+    """Write one Labels layer as a NIfTI label map (``.nii`` / ``.nii.gz``); return the paths.
+
+    The source geometry in ``meta["metadata"]["radiology"]`` is used where its shape is the
+    layer's; a layer of another shape is written with its own scale and translate (a warning
+    says so, since it then does not share the source's header).
+    """
+    from napari_sam2.radiology import RadiologyDependencyError
+    from napari_sam2.radiology import write_labels_nifti as write
+
+    if meta.get("multiscale") and isinstance(data, list | tuple):
+        data = data[0]
+    labels = np.asarray(data)
+    geometry = (meta.get("metadata") or {}).get("radiology")
+    if geometry and list(geometry.get("shape", [])) != list(labels.shape):
+        warnings.warn(
+            f"the labels' shape {labels.shape} is not that of the volume they were read with "
+            f"({tuple(geometry.get('shape', []))}): writing {path} with the layer's scale and "
+            "translate instead of the source's header",
+            stacklevel=2,
+        )
+        geometry = None
+    units = meta.get("units")
+    unit = None
+    if units is not None:
+        unit = str(units if isinstance(units, str) else list(units)[-1])
+    try:
+        scale, translate = meta.get("scale"), meta.get("translate")
+        write(path, labels, geometry, scale=scale, translate=translate, units=unit)
+    except RadiologyDependencyError as err:
+        raise ImportError(str(err)) from None
+    return [str(path)]
 
 
 def _axes_for(meta: dict, ndim: int) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from napari_sam2.outputs import LabelsWriter, PresenceTable, propagate_into
+from napari_sam2.outputs.measurements import measure
 from napari_sam2.tracking.frames import FrameSource, stack_view
 from napari_sam2.tracking.prompts_io import (
     PromptRecord,
@@ -25,7 +26,14 @@ from napari_sam2.tracking.prompts_io import (
     read_prompts,
 )
 
-__all__ = ["TrackResult", "track", "load_model", "prepare_frames", "DEFAULT_FILL_HOLE_AREA"]
+__all__ = [
+    "TrackResult",
+    "track",
+    "load_model",
+    "measure",
+    "prepare_frames",
+    "DEFAULT_FILL_HOLE_AREA",
+]
 
 DEFAULT_FILL_HOLE_AREA = 8
 """Decision D4: front ends fill holes of up to 8 pixels, like the reference on CUDA."""
@@ -46,30 +54,40 @@ def load_model(
     checkpoint: str | os.PathLike | Mapping[str, Any] | None = None,
     device: Any = "cpu",
     random_weights: bool = False,
+    image_size: int | None = None,
 ) -> Any:
     """A SAM 2 network in eval mode on ``device``.
 
     ``model`` is one of:
 
-    - an official name (``napari_sam2.model.MODEL_NAMES``): without ``checkpoint`` its official
-      weights are loaded (downloaded once, see :mod:`napari_sam2.weights`); with ``checkpoint``
-      the file must hold that model's weights, else a ``ValueError`` names both (e.g. a SAM 2.0
+    - an official name (``napari_sam2.model.MODEL_NAMES``) or a registered fine-tune
+      (``napari_sam2.model.FINE_TUNE_NAMES``, e.g. ``"medsam2_latest"``, which runs at its own
+      512 px): without ``checkpoint`` its weights are loaded from the weights store (downloaded
+      once, or found offline, see :mod:`napari_sam2.weights`); with ``checkpoint`` the file
+      must hold weights of that architecture, else a ``ValueError`` names both (e.g. a SAM 2.0
       file given for a SAM 2.1 name);
     - the path of a checkpoint file (``.pt`` / ``.pth``, the official format
-      ``{"model": state_dict}``): the model is recognised from the file's parameter shapes
-      (:func:`napari_sam2.model.identify_checkpoint`); a file of another size or resolution
-      cannot be recognised and needs its model: ``load_model(CONFIG, checkpoint=PATH)``;
+      ``{"model": state_dict}``, other entries beside ``"model"`` allowed): the architecture is
+      recognised from the file's parameter shapes
+      (:func:`napari_sam2.model.identify_checkpoint`). A file named as a registered fine-tune
+      publishes it (``MedSAM2_latest.pt``) runs at that fine-tune's size; any other file at
+      ``image_size`` (default 1024, the official size): ``load_model("my_medsam.pt",
+      image_size=512)``. A file of another architecture cannot be recognised and needs its
+      model: ``load_model(CONFIG, checkpoint=PATH)``;
     - a config (``SAM2Config``, a dict of values or the path of a JSON file in the format of
-      ``mini/config.json``), which needs ``checkpoint``;
+      ``mini/config.json``), which needs ``checkpoint`` and carries its own image size;
     - a built ``torch.nn.Module``, returned as is (moved to ``device``).
 
-    ``checkpoint`` is a file path or a state dict. A missing file raises ``FileNotFoundError``
-    naming it. ``random_weights=True`` builds the network with random weights instead (tests
-    and memory benchmarks; the masks mean nothing).
+    ``checkpoint`` is a file path or a state dict. ``image_size`` runs a name or a checkpoint
+    file at another input resolution (a multiple of 32; the parameters are the same at every
+    size). A missing file raises ``FileNotFoundError`` naming it. ``random_weights=True`` builds
+    the network with random weights instead (tests and memory benchmarks; the masks mean
+    nothing).
     """
     import torch
 
     from napari_sam2.model import (
+        FINE_TUNE_NAMES,
         MODEL_NAMES,
         SAM2Config,
         build_sam2,
@@ -96,12 +114,34 @@ def load_model(
             return False  # a config file
         if isinstance(value, os.PathLike):
             return True
-        if value in MODEL_NAMES:
+        if value in MODEL_NAMES or value in FINE_TUNE_NAMES:
             return False
         if value.lower().endswith((".pt", ".pth")) or "/" in value or os.sep in value:
             return True
         return Path(value).is_file()
 
+    def file_config(path: Any, architecture: str) -> SAM2Config:
+        """The configuration a checkpoint file of ``architecture`` runs in: ``image_size`` if
+        given, else the size of the fine-tune whose published file name it has, else the
+        official one."""
+        if image_size is None and not isinstance(path, Mapping):
+            from napari_sam2.weights import registered_file
+
+            entry = registered_file(path)
+            if entry is not None and entry.architecture == architecture:
+                return SAM2Config.from_name(entry.name)
+        return SAM2Config.from_name(architecture, image_size=image_size)
+
+    if image_size is not None and (
+        isinstance(model, (torch.nn.Module, SAM2Config, Mapping))
+        or (isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".json"))
+    ):
+        size = getattr(getattr(model, "config", None), "image_size", None)
+        if not (isinstance(model, torch.nn.Module) and size == image_size):
+            raise ValueError(
+                f"image_size={image_size} applies to a model name or a checkpoint file; a "
+                "built model or a config has its own image size (set image_size in the config)"
+            )
     if isinstance(model, torch.nn.Module):
         return model.to(device)
     if is_checkpoint_path(model):
@@ -118,9 +158,10 @@ def load_model(
                 f"{describe_state_dict(state)}, which is none of the official models. Give "
                 "the model it belongs to (a name or a config) with this file as its checkpoint="
             )
+        config = file_config(Path(model).expanduser(), name)
         if random_weights:
-            return build_sam2(SAM2Config.from_name(name), device=device)
-        return build_sam2(name, checkpoint=state, device=device)
+            return build_sam2(config, device=device)
+        return build_sam2(config, checkpoint=state, device=device)
     if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".json"):
         path = Path(model)
         if not path.is_file():
@@ -130,7 +171,8 @@ def load_model(
     elif isinstance(model, Mapping):
         model = SAM2Config.from_dict(model.get("values", model))
     elif isinstance(model, str):
-        config = SAM2Config.from_name(model)  # an unknown name fails here, before any file
+        # an unknown name fails here, before any file
+        config = SAM2Config.from_name(model, image_size=image_size)
         if random_weights:
             model = config
         elif checkpoint is not None:
@@ -144,7 +186,10 @@ def load_model(
                 )
             if problem is not None:
                 raise ValueError(f"{where} does not hold the weights of {model}: {problem}")
-            return build_sam2(model, checkpoint=state, device=device)
+            return build_sam2(config, checkpoint=state, device=device)
+        else:
+            # the name as configured ("<name>@<size>" at another size): the store's weights
+            return build_sam2(config.name, device=device)
     if isinstance(model, SAM2Config) and checkpoint is None and not random_weights:
         raise ValueError(
             "a model given as a config needs a checkpoint (or random_weights=True for tests)"
@@ -163,16 +208,27 @@ def prepare_frames(
     channels: Sequence[int] | int | None = None,
     fixed: Mapping[int, int] | None = None,
     contrast_limits: Sequence[float] | None = None,
+    window: str | Sequence[float] | None = None,
 ) -> FrameSource:
     """The :class:`FrameSource` of an N-D array-like: axes chosen as in :func:`stack_view`.
 
     Like napari's RGB guess, a 4-D stack whose last axis has 3 or 4 entries is taken as
-    (T, H, W, C) when no channel axis and no fixed index are given.
+    (T, H, W, C) when no channel axis and no fixed index are given. ``window`` chooses the
+    contrast limits by name instead (:func:`napari_sam2.tracking.intensity.resolve_window`:
+    a CT preset such as ``"lung"``, ``(width, level)``, or ``"mr"`` for the percentiles of the
+    non-zero voxels); it excludes ``contrast_limits``.
     """
     shape = tuple(data.shape)
     if channel_axis is None and not fixed and len(shape) == 4 and shape[-1] in (3, 4):
         channel_axis = 3
     view = stack_view(data, frame_axis=frame_axis, channel_axis=channel_axis, fixed=fixed)
+    if window is not None:
+        from napari_sam2.tracking.intensity import resolve_window
+
+        if contrast_limits is not None:
+            raise ValueError("give either contrast_limits or window, not both")
+        picked = FrameSource._choose_channels(tuple(view.shape), channels)
+        contrast_limits = resolve_window(view, window, channels=picked)
     return FrameSource(view, image_size, contrast_limits=contrast_limits, channels=channels)
 
 
@@ -197,6 +253,7 @@ def track(
     channels: Sequence[int] | int | None = None,
     fixed: Mapping[int, int] | None = None,
     contrast_limits: Sequence[float] | None = None,
+    window: str | Sequence[float] | None = None,
     direction: str = "both",
     start_frame: int | None = None,
     max_frames: int | None = None,
@@ -218,7 +275,11 @@ def track(
     against the labels' dtype, a read-only ``labels``); ``direction="both"`` tracks forward
     from the first prompted frame and backward from the last one. A stack file with a frame
     that cannot be read raises :class:`napari_sam2.stack_files.StackReadError` naming the file
-    and the frame.
+    and the frame. ``window`` sets the contrast limits by name instead of ``contrast_limits``
+    (a CT preset: ``"soft tissue"``, ``"abdomen"``, ``"lung"``, ``"brain"``,
+    ``"mediastinum"``, ``"bone"``; ``(width, level)``; or ``"mr"``: see
+    :func:`prepare_frames`); without either, uint8 stacks use 0..255 and others robust
+    percentiles.
     """
     from napari_sam2.tracking.device import autocast_dtype, resolve_device
     from napari_sam2.tracking.tracker import Tracker
@@ -230,7 +291,7 @@ def track(
     records = _as_records(prompts, frame_axis, fixed)
     dev = resolve_device(device)
 
-    def frames_of(size: int, limits: Sequence[float] | None) -> FrameSource:
+    def frames_of(size: int, limits: Sequence[float] | None, win: Any = None) -> FrameSource:
         return prepare_frames(
             stack,
             size,
@@ -239,11 +300,12 @@ def track(
             channels=channels,
             fixed=fixed,
             contrast_limits=limits,
+            window=win,
         )
 
     # Every check that needs no network runs before it loads (a large model takes seconds to
     # minutes): the frames' size, the prompts, the label array.
-    frames = frames_of(_image_size_hint(model), contrast_limits)
+    frames = frames_of(_image_size_hint(model), contrast_limits, window)
     try:
         shape = (len(frames), frames.height, frames.width)
         check_prompts(records, *shape)
@@ -284,13 +346,13 @@ def _image_size_hint(model: Any) -> int:
     """The input size of ``model`` as far as it is known without loading it (the official
     size where it is not: a checkpoint path of an official model, or something
     :func:`load_model` will refuse anyway); checked again once the network is built."""
-    from napari_sam2.model import MODEL_NAMES, SAM2Config
+    from napari_sam2.model import FINE_TUNE_NAMES, MODEL_NAMES, SAM2Config
 
     default = int(SAM2Config.from_name("sam2.1_hiera_tiny").image_size)
     config = getattr(model, "config", model)
     if isinstance(config, SAM2Config):
         return int(config.image_size)
-    if isinstance(model, str) and model in MODEL_NAMES:
+    if isinstance(model, str) and (model in MODEL_NAMES or model in FINE_TUNE_NAMES):
         return int(SAM2Config.from_name(model).image_size)
     values: Any = model
     if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".json"):

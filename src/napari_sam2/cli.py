@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Track the objects prompted in PROMPTS through STACK and write labels with "
         "gaps where an object is absent.",
     )
-    p.add_argument("stack", help="the stack: .tif/.tiff, .npy or .zarr")
+    p.add_argument(
+        "stack",
+        help="the stack: .tif/.tiff, .npy, .zarr, NIfTI (.nii, .nii.gz) or DICOM (a folder of "
+        "slices, or one .dcm file of the series); NIfTI and DICOM open as (Z, Y, X), axial "
+        "slices first",
+    )
     p.add_argument(
         "--prompts",
         required=True,
@@ -96,15 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         required=True,
-        help="output folder (labels.tif, presence.csv, ctc/), or NAME.tif for the label file "
-        "(then NAME.csv and NAME_ctc/ beside it); missing folders are created",
+        help="output folder (labels.tif, presence.csv, ctc/; labels.nii.gz for a NIfTI or "
+        "DICOM stack), or NAME.tif or NAME.nii.gz for the label file (then NAME.csv and "
+        "NAME_ctc/ beside it); missing folders are created",
     )
     p.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
-        help=f"an official model name (default {DEFAULT_MODEL}; also sam2.1_hiera_small, "
-        "sam2.1_hiera_base_plus, sam2.1_hiera_large and sam2_hiera_*) or the path of a "
-        "checkpoint file of one of these models",
+        help=f"a model name (default {DEFAULT_MODEL}; also sam2.1_hiera_small, "
+        "sam2.1_hiera_base_plus, sam2.1_hiera_large, sam2_hiera_*, and the registered "
+        "fine-tunes medsam2_latest, medsam2_* and micro_sam_hvit_t_cells: `napari-sam2 models` "
+        "lists them) or the path of a checkpoint file of one of these architectures",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="PIXELS",
+        help="input size of the network for a --model name or checkpoint file, e.g. 512 for a "
+        "MedSAM2-style fine-tune not in the registry (default: the model's own; a multiple "
+        "of 32)",
     )
     p.add_argument(
         "--checkpoint",
@@ -143,8 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start", type=int, help="start frame (default: first / last prompted)")
     p.add_argument("--max-frames", type=int, help="frames after the start frame, per direction")
-    p.add_argument(
+    intensity = p.add_mutually_exclusive_group()
+    intensity.add_argument(
         "--contrast-limits", type=float, nargs=2, metavar=("LO", "HI"), help="intensity range"
+    )
+    intensity.add_argument(
+        "--window",
+        metavar="NAME|W,L",
+        help="intensity window instead of --contrast-limits: a CT preset (soft-tissue, "
+        "abdomen, lung, brain, mediastinum, bone), WIDTH,LEVEL in the stack's units (e.g. "
+        "400,40 for Hounsfield units), or mr (0.5-99.5 percentiles of the non-zero voxels); "
+        "default: 0..255 for 8-bit stacks, else robust percentiles",
+    )
+    p.add_argument(
+        "--measure",
+        nargs="?",
+        const="auto",
+        choices=("auto", "z", "t"),
+        help="also write measurements.csv: per object its volume, slice range and longest "
+        "in-plane diameter (z: a volume), or its area, centroid and mean intensity per frame "
+        "(t: a time-lapse); auto (the default) follows the stack's axes (Z: volume)",
     )
     p.add_argument(
         "--format",
@@ -168,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         "refused before any work)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    models = sub.add_parser(
+        "models",
+        help="list the models --model takes by name",
+        description="List the registered models: official SAM 2 checkpoints and fine-tunes, "
+        "with download size, weights licence, input size, and whether they are on this machine "
+        "(cached, or in a $NAPARI_SAM2_WEIGHTS folder) or need a download.",
+    )
+    models.add_argument("--json", action="store_true", help="one JSON object per model")
     return parser
 
 
@@ -191,20 +232,22 @@ class Outputs:
     created: list[Path] = field(default_factory=list)
 
     @classmethod
-    def plan(cls, out: str, formats: Sequence[str]) -> Outputs:
-        """Check ``--out`` and plan the output paths; creates nothing."""
+    def plan(cls, out: str, formats: Sequence[str], labels_name: str = "labels.tif") -> Outputs:
+        """Check ``--out`` and plan the output paths; creates nothing. ``labels_name`` is the
+        label file's name in an output folder (``labels.nii.gz`` for NIfTI and DICOM stacks)."""
         if not out.strip():
             raise CliError(
                 "--out is empty: give an output folder or a NAME.tif file "
                 "(an empty name would write into the current folder)"
             )
         out_path = Path(out).expanduser()
-        if out_path.suffix.lower() in (".tif", ".tiff"):
-            base = out_path.with_suffix("")
+        if out_path.suffix.lower() in (".tif", ".tiff") or _is_nifti_name(out_path):
+            base = out_path.with_name(_without_label_suffix(out_path.name))
             paths = {
                 "tiff": out_path,
                 "csv": base.with_name(base.name + ".csv"),
                 "ctc": base.with_name(base.name + "_ctc"),
+                "measurements": base.with_name(base.name + ".measurements.csv"),
             }
             record = base.with_name(base.name + ".run.json")
             folder = None
@@ -213,9 +256,10 @@ class Outputs:
                 raise CliError(f"--out {out_path} is a folder; give a new .tif name or a folder")
         else:
             paths = {
-                "tiff": out_path / "labels.tif",
+                "tiff": out_path / labels_name,
                 "csv": out_path / "presence.csv",
                 "ctc": out_path / "ctc",
+                "measurements": out_path / "measurements.csv",
             }
             record = out_path / RECORD_NAME
             folder = dest = out_path
@@ -232,6 +276,8 @@ class Outputs:
             raise CliError(
                 f"cannot write into {existing}: permission denied; choose an --out you may write"
             )
+        if "tiff" in formats and _is_nifti_name(paths["tiff"]):
+            _check_nibabel()  # before the model loads, not after tracking
         return cls({f: paths[f] for f in formats}, record, folder, dest, missing[::-1])
 
     def files(self) -> list[tuple[str, Path]]:
@@ -587,11 +633,64 @@ def _geometry(opened: Any, axes: str) -> tuple[list[float] | None, list[str | No
     return scale, units
 
 
+def _is_nifti_name(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith((".nii", ".nii.gz"))
+
+
+def _without_label_suffix(name: str) -> str:
+    """``NAME`` of ``NAME.tif``, ``NAME.nii`` or ``NAME.nii.gz``."""
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _labels_name(stack: str) -> str:
+    """The label file in an output folder: ``labels.nii.gz`` for a NIfTI file or DICOM series
+    (written with its geometry, so it overlays the scan in 3D Slicer / ITK-SNAP), else
+    ``labels.tif``."""
+    from napari_sam2.radiology import is_radiology_path
+
+    return "labels.nii.gz" if is_radiology_path(Path(stack).expanduser()) else "labels.tif"
+
+
+def _check_nibabel() -> None:
+    from napari_sam2.radiology import EXTRA_HINT
+
+    try:
+        import nibabel  # noqa: F401
+    except ImportError:
+        raise CliError(f"NIfTI label files need nibabel: {EXTRA_HINT}") from None
+
+
+def _export_labels_nifti(path: Path, labels: Any, opened: Any, axis: int) -> None:
+    """The (T, H, W) labels along ``axis`` back in the stack's (Z, Y, X) layout, written as
+    NIfTI with the stack's geometry (its affine and header for a NIfTI or DICOM stack of that
+    shape; else an affine from its voxel size and origin)."""
+    from napari_sam2.radiology import write_labels_nifti
+
+    data = np.asarray(labels)
+    geometry = getattr(opened, "geometry", None)
+    ndim = len(opened.axes)
+    if ndim == 3:
+        data = np.moveaxis(data, 0, axis % ndim)  # the frame axis back in its place
+        letters = opened.axes
+    else:
+        letters = _frame_letter(opened.axes, axis) + "YX"
+    if geometry is not None and list(geometry.get("shape", [])) != list(data.shape):
+        geometry = None
+    scale = [opened.sizes.get(a, 1.0) for a in letters] if opened.sizes else None
+    translate = None
+    if geometry is None and getattr(opened, "geometry", None) and letters == "ZYX":
+        translate = opened.geometry.get("origin_lps")
+    write_labels_nifti(path, data, geometry, scale=scale, translate=translate, units=opened.unit)
+
+
 def _model_path(model: str | None) -> Path | None:
     """``--model`` as a checkpoint path, or None when it is a model name."""
-    from napari_sam2.model import MODEL_NAMES
+    from napari_sam2.model import FINE_TUNE_NAMES, MODEL_NAMES
 
-    if model is None or model in MODEL_NAMES:
+    if model is None or model in MODEL_NAMES or model in FINE_TUNE_NAMES:
         return None
     path = Path(model)
     if path.suffix.lower() in CHECKPOINT_SUFFIXES or "/" in model or os.sep in model:
@@ -626,12 +725,13 @@ def _read_config(path: str) -> Any:
         raise CliError(f"--config {path}: a value has the wrong type or size: {err}") from None
 
 
-def _load_checkpoint_model(path: Path, device: Any) -> Any:
-    """The network of an official architecture recognised from its checkpoint file."""
+def _load_checkpoint_model(path: Path, device: Any, image_size: int | None = None) -> Any:
+    """The network of an official architecture recognised from its checkpoint file, at
+    ``image_size`` (None: the official size, or a registered fine-tune's by its file name)."""
     from napari_sam2.api import load_model
 
     try:
-        return load_model(str(path), None, device)
+        return load_model(str(path), None, device, image_size=image_size)
     except (ValueError, KeyError, TypeError) as err:
         raise CliError(
             f"--model {path}: {err}. A checkpoint of another size or resolution needs its "
@@ -646,7 +746,14 @@ def _stop_text(stop: BaseException | int) -> str:
     return str(stop) or type(stop).__name__
 
 
-def _export(outputs: Outputs, labels: Any, table: Any, opened: Any, args: argparse.Namespace):
+def _export(
+    outputs: Outputs,
+    labels: Any,
+    table: Any,
+    opened: Any,
+    args: argparse.Namespace,
+    image: Any = None,
+):
     """Write every output (each atomically); the previous run's record goes first, so that a
     set interrupted half-way carries no record claiming it is complete."""
     from napari_sam2.outputs import export_ctc, export_labels_tiff
@@ -662,14 +769,39 @@ def _export(outputs: Outputs, labels: Any, table: Any, opened: Any, args: argpar
     scale, units = _geometry(opened, axes)
     for fmt, path in outputs.paths.items():
         try:
-            if fmt == "tiff":
+            if fmt == "tiff" and _is_nifti_name(path):
+                _export_labels_nifti(path, labels, opened, args.axis)
+            elif fmt == "tiff":
                 export_labels_tiff(labels, path, axes=axes, scale=scale, units=units)
             elif fmt == "csv":
                 table.to_csv(path)
+            elif fmt == "measurements":
+                _write_measurements(
+                    path, labels, image, axes, scale, units, getattr(args, "measure", "auto")
+                )
             else:
                 export_ctc(labels, path)
         except OSError as err:
             raise write_error(path, err) from err  # names the output, says what to do
+
+
+def _write_measurements(
+    path: Path,
+    labels: Any,
+    image: Any,
+    axes: str,
+    scale: Sequence[float] | None,
+    units: Sequence[str | None],
+    kind: str,
+) -> None:
+    """``measurements.csv``: a volume's objects (``kind`` z, or auto with a Z frame axis) or
+    a time-lapse's objects per frame. The mean intensity is that of the grey stack tracked
+    (left empty for colour stacks, whose channels have no single intensity)."""
+    from napari_sam2.outputs.measurements import measure
+
+    axis = kind if kind in ("z", "t") else ("z" if axes[0] == "Z" else "t")
+    grey = image if image is not None and len(image.shape) == 3 else None
+    measure(labels, scale=scale, units=units, image=grey, axis=axis).to_csv(path)
 
 
 def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> int:
@@ -681,7 +813,7 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
     record. ``signals`` (installed by :func:`main`) says when a stop signal has arrived.
     """
     from napari_sam2.api import load_model, prepare_frames
-    from napari_sam2.model import MODEL_NAMES, SAM2Config
+    from napari_sam2.model import FINE_TUNE_NAMES, MODEL_NAMES, SAM2Config
     from napari_sam2.outputs import LabelsWriter, OutputWriteError, PresenceTable, propagate_into
     from napari_sam2.stack_files import open_stack
     from napari_sam2.tracking.device import autocast_dtype, resolve_device
@@ -690,11 +822,20 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
     signals = signals or StopSignals()
     record = RunRecord.begin(getattr(args, "argv", None) or sys.argv[1:])
     formats = list(dict.fromkeys(args.format or ["tiff", "csv"]))
-    outputs = Outputs.plan(args.out, formats)
+    if getattr(args, "measure", None):
+        formats.append("measurements")
+    outputs = Outputs.plan(args.out, formats, labels_name=_labels_name(args.stack))
     if args.fill_holes < 0:
         raise CliError(f"--fill-holes must be >= 0, got {args.fill_holes}")
     if args.max_frames is not None and args.max_frames < 0:
         raise CliError(f"--max-frames must be >= 0, got {args.max_frames}")
+    if getattr(args, "window", None) is not None:
+        from napari_sam2.tracking.intensity import parse_window
+
+        try:
+            parse_window(args.window)
+        except ValueError as err:
+            raise CliError(f"--window {args.window}: {err}") from None
     model_path = _model_path(args.model)
     if model_path is not None:
         if args.config is not None or args.checkpoint is not None:
@@ -711,11 +852,15 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             raise CliError("give either --model or --config, not both")
         if args.checkpoint is None and not args.random_weights:
             raise CliError("--config needs --checkpoint (or --random-weights)")
-    elif (args.model or DEFAULT_MODEL) not in MODEL_NAMES:
+    elif (args.model or DEFAULT_MODEL) not in (*MODEL_NAMES, *FINE_TUNE_NAMES):
         raise CliError(
-            f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)} "
-            "or give the path of a checkpoint file"
+            f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}, or a "
+            f"fine-tune: {', '.join(FINE_TUNE_NAMES)} (`napari-sam2 models` lists them), or "
+            "give the path of a checkpoint file"
         )
+    image_size_option = getattr(args, "image_size", None)
+    if image_size_option is not None and args.config is not None:
+        raise CliError("--config CONFIG.json sets the image size: give image_size there")
     record.inputs = _input_files(args, model_path)
     outputs.check_inputs(record.inputs)
     if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
@@ -738,7 +883,10 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
         # a --model PATH is one of the official models, which share their input size; it is
         # checked again once the checkpoint is read
         name = DEFAULT_MODEL if model_path is not None else (args.model or DEFAULT_MODEL)
-        image_size = int(SAM2Config.from_name(name).image_size)
+        try:
+            image_size = int(SAM2Config.from_name(name, image_size=image_size_option).image_size)
+        except (TypeError, ValueError) as err:
+            raise CliError(f"--image-size {image_size_option}: {err}") from None
 
     def frames_of(size: int, limits: Any = None) -> Any:
         return prepare_frames(
@@ -749,6 +897,7 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             channels=args.channel,
             fixed=fixed,
             contrast_limits=limits if limits is not None else args.contrast_limits,
+            window=getattr(args, "window", None) if limits is None else None,
         )
 
     frames = frames_of(image_size)
@@ -770,13 +919,14 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
         labels = outputs.prepare(shape)  # the folders and the scratch file: writable?
 
         if model_path is not None:
-            model = _load_checkpoint_model(model_path, device)
+            model = _load_checkpoint_model(model_path, device, image_size_option)
         else:
             model = load_model(
                 config if config is not None else (args.model or DEFAULT_MODEL),
                 args.checkpoint,
                 device,
                 random_weights=args.random_weights,
+                image_size=image_size_option,
             )
         if int(model.config.image_size) != frames.image_size:
             limits = frames.contrast_limits
@@ -825,9 +975,10 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             "frames_written": done,
             "complete": stop is None,
             "stopped": None if stop is None else _stop_text(stop),
+            "contrast_limits": list(frames.contrast_limits),
         }
         try:
-            _export(outputs, labels, table, opened, args)
+            _export(outputs, labels, table, opened, args, image=frames.frames)
         except OSError as err:
             message = str(err) if isinstance(err, OutputWriteError) else f"cannot write: {err}"
             try:  # best effort: say what is there, if the disk lets us
@@ -914,6 +1065,55 @@ def _give_freed_tensors_back() -> None:
     libc.mallopt(m_mmap_threshold, 1 << 20)
 
 
+def run_models(args: argparse.Namespace) -> int:
+    """``napari-sam2 models``: every registered name with its download size, licence, input
+    size and state on this machine; a table, or JSON lines with ``--json``."""
+    from napari_sam2.weights import CHECKPOINT_NAMES, WeightsError, checkpoint_info
+    from napari_sam2.weights import checkpoint_status as status_of
+
+    rows = []
+    for name in CHECKPOINT_NAMES:
+        info = checkpoint_info(name)
+        try:
+            state = status_of(name)
+        except (WeightsError, OSError) as err:
+            state = f"unknown ({err})"
+        rows.append(
+            {
+                "name": name,
+                "size_mb": None if info.size_bytes is None else round(info.size_bytes / 1e6),
+                "licence": info.licence,
+                "image_size": info.image_size,
+                "state": state,
+                "architecture": info.architecture,
+                "source": info.source,
+                "description": info.title(),
+                "url": info.url,
+            }
+        )
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    header = ("name", "size", "licence", "px", "state", "description")
+    table = [
+        (
+            row["name"],
+            "?" if row["size_mb"] is None else f"{row['size_mb']} MB",
+            row["licence"],
+            str(row["image_size"]),
+            row["state"],
+            row["description"],
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header) - 1)]
+    for line in [header, *table]:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
+        print("  ".join([*cells, line[-1]]).rstrip())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-sam2`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -925,6 +1125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "track":
             return run_track(args, signals)
+        if args.command == "models":
+            return run_models(args)
     except (KeyboardInterrupt, RunStopped) as stopped:
         signum = getattr(stopped, "signum", signal.SIGINT)
         print(

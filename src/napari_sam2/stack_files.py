@@ -1,5 +1,8 @@
 """Stacks on disk as lazy array-likes, for the command line and the Python API.
 
+NIfTI files and DICOM series open through :mod:`napari_sam2.radiology` as (Z, Y, X) volumes in
+mm (nibabel's array proxies and per-slice DICOM reads keep them lazy).
+
 TIFF files are read one page (plane) at a time with ordinary file reads, never memory mapped,
 so reading a long stack does not grow the process's resident memory. ``.npy`` files are memory
 mapped and zarr stores are opened lazily. Label results go to a :class:`ScratchLabels` file
@@ -121,6 +124,9 @@ class OpenedStack:
     sizes: dict[str, float]
     unit: str | None
     frame_interval: float | None = None
+    geometry: dict[str, Any] | None = None
+    """For NIfTI and DICOM volumes: what :mod:`napari_sam2.radiology` keeps to write labels
+    back with the source's affine (``metadata["radiology"]`` of the napari reader)."""
 
 
 class TiffStack:
@@ -174,7 +180,10 @@ class TiffStack:
 
 
 def open_stack(path: str | os.PathLike, frame_axis: int = 0) -> OpenedStack:
-    """Open a ``.tif``/``.tiff``, ``.npy`` or zarr stack lazily, with its axes and pixel sizes.
+    """Open a ``.tif``/``.tiff``, ``.npy``, zarr, NIfTI (``.nii``, ``.nii.gz``) or DICOM
+    stack (a folder of slices, or one slice file of the series) lazily, with its axes and pixel
+    sizes. NIfTI and DICOM volumes come as (Z, Y, X) in mm, axial slices first (see
+    :mod:`napari_sam2.radiology`), with their geometry in ``geometry``.
 
     The data is wrapped in :class:`CheckedReads`, so that a frame that cannot be read later
     (a damaged page) is reported with the file and its index along ``frame_axis``. A file
@@ -211,18 +220,50 @@ def open_stack(path: str | os.PathLike, frame_axis: int = 0) -> OpenedStack:
             ) from err
         return OpenedStack(CheckedReads(data, path, frame_axis), _default_axes(data.ndim), {}, None)
     if name.endswith(".zarr") or (path / ".zarray").exists() or (path / "zarr.json").exists():
-        try:
-            import zarr
-        except ImportError:
-            raise ValueError(f"{path} is a zarr store: install zarr to read it") from None
-        try:
-            data = zarr.open(str(path), mode="r")
-        except Exception as err:
-            raise StackReadError(path, f"not a readable zarr store ({_describe(err)})") from err
-        if not hasattr(data, "shape"):
-            raise ValueError(f"{path} is a zarr group; give the path of one array inside it")
-        return OpenedStack(CheckedReads(data, path, frame_axis), _default_axes(data.ndim), {}, None)
-    raise ValueError(f"cannot read {path}: use a .tif/.tiff, .npy or .zarr stack")
+        return _open_zarr(path, frame_axis)
+    from napari_sam2 import radiology
+
+    if radiology.is_radiology_path(path):
+        return _open_radiology(path, frame_axis)
+    raise ValueError(
+        f"cannot read {path}: use a .tif/.tiff, .npy, .zarr, NIfTI (.nii, .nii.gz) or DICOM "
+        "(a folder of slices or one .dcm file) stack"
+    )
+
+
+def _open_zarr(path: Path, frame_axis: int) -> OpenedStack:
+    """A zarr array, opened lazily."""
+    try:
+        import zarr
+    except ImportError:
+        raise ValueError(f"{path} is a zarr store: install zarr to read it") from None
+    try:
+        data = zarr.open(str(path), mode="r")
+    except Exception as err:
+        raise StackReadError(path, f"not a readable zarr store ({_describe(err)})") from err
+    if not hasattr(data, "shape"):
+        raise ValueError(f"{path} is a zarr group; give the path of one array inside it")
+    return OpenedStack(CheckedReads(data, path, frame_axis), _default_axes(data.ndim), {}, None)
+
+
+def _open_radiology(path: Path, frame_axis: int) -> OpenedStack:
+    """A NIfTI file or a DICOM series as a lazy (Z, Y, X) (or (T, Z, Y, X)) stack in mm."""
+    from napari_sam2 import radiology
+
+    try:
+        volume = radiology.open_volume(path)
+    except radiology.RadiologyDependencyError as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    except Exception as err:
+        # nibabel's ImageFileError, pydicom's InvalidDicomError, gzip/zlib errors, ...
+        raise StackReadError(path, _describe(err)) from err
+    axes = "ZYX" if volume.data.ndim == 3 else "TZYX"
+    sizes = dict(zip("ZYX", volume.spacing, strict=True))
+    interval = volume.metadata.get("t_step") if "T" in axes else None
+    data = CheckedReads(volume.data, path, frame_axis)
+    return OpenedStack(data, axes, sizes, "mm", interval, geometry=volume.metadata)
 
 
 def _default_axes(ndim: int) -> str:

@@ -1,11 +1,20 @@
-"""The official SAM 2 checkpoints: where they come from, their checksums, the cache, offline files.
+"""The official SAM 2 checkpoints and the registered fine-tunes: where they come from, their
+checksums, sizes, licences and input sizes, the cache, offline files.
+
+Registered fine-tunes (:data:`FINE_TUNES`) are published in the official format
+(``{"model": state_dict}``, extra entries beside ``"model"`` allowed) with the parameters of an
+official architecture, trained at their own input size: MedSAM2 (512 px) and micro-sam's
+light-microscopy SAM 2 (1024 px). They are fetched, cached and found offline like the official
+files, by their published file names (``MedSAM2_latest.pt`` in a ``$NAPARI_SAM2_WEIGHTS`` folder
+is ``medsam2_latest``). Any entry's download URL can be replaced with the environment variable
+``NAPARI_SAM2_URL_<NAME>`` (the name in capitals, ``.`` as ``_``), e.g. for a mirror.
 
 A checkpoint is only ever handed out after it has been verified: SAM 2.1 files against the
-sha256 Meta published, SAM 2.0 files (whose sha256 we do not know) by loading them with torch
-once and then against the sha256 recorded beside them at that moment. Downloads go to
-``<file>.part`` and are renamed into place only after the check, so a cut connection or a
-corrupt file never reaches the model; an interrupted download resumes with an HTTP Range
-request.
+sha256 Meta published, SAM 2.0 files and the fine-tunes (for which no sha256 is published) by
+loading them with torch once and then against the sha256 recorded beside them at that moment.
+Downloads go to ``<file>.part`` and are renamed into place only after the check, so a cut
+connection or a corrupt file never reaches the model; an interrupted download resumes with an
+HTTP Range request.
 
 Offline machines and clusters: put the ``.pt`` files in a folder and point
 ``NAPARI_SAM2_WEIGHTS`` at it, or pass the file's path, or copy the file into the cache
@@ -26,6 +35,7 @@ use it as they are.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import http.client
@@ -47,8 +57,11 @@ from typing import Literal
 __all__ = [
     "CACHE_ENV",
     "CHECKPOINT_NAMES",
+    "FINE_TUNES",
+    "FINE_TUNE_NAMES",
     "LOCK_TIMEOUT_ENV",
     "MODEL_REGISTRY",
+    "URL_ENV_PREFIX",
     "WEIGHTS_ENV",
     "CheckpointInfo",
     "WeightsError",
@@ -56,15 +69,19 @@ __all__ = [
     "checkpoint_file_problem",
     "checkpoint_info",
     "checkpoint_status",
+    "describe_checkpoint",
     "ensure_checkpoint",
     "find_local_checkpoint",
     "local_weights_dirs",
+    "registered_file",
+    "url_env",
     "verify_checkpoint",
 ]
 
 CACHE_ENV = "NAPARI_SAM2_CACHE"
 WEIGHTS_ENV = "NAPARI_SAM2_WEIGHTS"
 LOCK_TIMEOUT_ENV = "NAPARI_SAM2_LOCK_TIMEOUT"
+URL_ENV_PREFIX = "NAPARI_SAM2_URL_"
 
 logger = logging.getLogger(__name__)
 
@@ -106,20 +123,68 @@ class WeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """One official checkpoint.
+    """One registered checkpoint: an official SAM 2 file or a fine-tune of an official model.
 
-    ``sha256`` is None where Meta published no checksum (SAM 2.0): such files are verified by
-    loading them with torch, and the sha256 measured then is kept beside the cached file.
+    ``sha256`` is None where no checksum is published (SAM 2.0, the fine-tunes): such files are
+    verified by loading them with torch, and the sha256 measured then is kept beside the file.
+    ``base`` is the official architecture a fine-tune has the parameters of (None: the entry is
+    that architecture itself), ``image_size`` the input size the weights were trained at.
+    ``size_bytes`` is the approximate download size, for messages and the model lists.
     """
 
     name: str
     url: str
     sha256: str | None
     version: str
+    base: str | None = None
+    image_size: int = 1024
+    size_bytes: int | None = None
+    licence: str = ""
+    source: str = ""
+    description: str = ""
+    file_name: str | None = None
+    """The published file name, where the URL does not end with it."""
+    aliases: tuple[str, ...] = ()
+    """Other names the file is found by in a ``$NAPARI_SAM2_WEIGHTS`` folder."""
+    recommended: bool = False
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+        return self.file_name or self.url.rsplit("/", 1)[-1]
+
+    @property
+    def architecture(self) -> str:
+        """The official model whose parameters the file holds."""
+        return self.base or self.name
+
+    @property
+    def fine_tune(self) -> bool:
+        return self.base is not None
+
+    def title(self) -> str:
+        """What the entry is, in words: ``"MedSAM2 (bowang-lab): latest release
+        (recommended)"``, ``"SAM 2.1 tiny"``."""
+        text = f"{self.source}: {self.description}" if self.fine_tune else self.description
+        return text + (" (recommended)" if self.recommended else "")
+
+    def summary(self) -> str:
+        """The facts for lists and tooltips: download size, licence, input size (and the
+        architecture of a fine-tune); :meth:`title` says what it is and where it comes from."""
+        parts = []
+        if self.size_bytes is not None:
+            parts.append(f"~{round(self.size_bytes / _MB)} MB")
+        if self.licence:
+            parts.append(self.licence)
+        parts.append(f"{self.image_size} px")
+        if self.fine_tune:
+            parts.append(f"{self.base} weights")
+        return " · ".join(parts)
+
+
+_MB = 10**6
+# Approximate download sizes of Meta's files (SAM 2.0 and 2.1 differ by a few kB).
+_SIZE_BYTES = {"tiny": 156 * _MB, "small": 185 * _MB, "base_plus": 324 * _MB, "large": 898 * _MB}
+_SAM2_LICENCE = "Apache-2.0"
 
 
 def _build_registry() -> dict[str, CheckpointInfo]:
@@ -127,27 +192,141 @@ def _build_registry() -> dict[str, CheckpointInfo]:
     for size in _SIZES:
         name = f"sam2.1_hiera_{size}"
         registry[name] = CheckpointInfo(
-            name, f"{_SAM21_BASE}/{name}.pt", _SAM21_SHA256[size], "2.1"
+            name,
+            f"{_SAM21_BASE}/{name}.pt",
+            _SAM21_SHA256[size],
+            "2.1",
+            size_bytes=_SIZE_BYTES[size],
+            licence=_SAM2_LICENCE,
+            source="Meta",
+            description=f"SAM 2.1 {size} (Meta)",
         )
     for size in _SIZES:
         name = f"sam2_hiera_{size}"
-        registry[name] = CheckpointInfo(name, f"{_SAM20_BASE}/{name}.pt", None, "2.0")
+        registry[name] = CheckpointInfo(
+            name,
+            f"{_SAM20_BASE}/{name}.pt",
+            None,
+            "2.0",
+            size_bytes=_SIZE_BYTES[size],
+            licence=_SAM2_LICENCE,
+            source="Meta",
+            description=f"SAM 2.0 {size} (Meta)",
+        )
+    return registry
+
+
+# MedSAM2 (bowang-lab): SAM 2.1 tiny fine-tuned on 3D medical images and videos at 512 px. The
+# model card publishes no sha256: verified by loading, as SAM 2.0 files are.
+_MEDSAM2_BASE = "https://huggingface.co/wanglab/MedSAM2/resolve/main"
+_MEDSAM2 = (
+    ("medsam2_latest", "MedSAM2_latest.pt", "latest release", True),
+    ("medsam2_2411", "MedSAM2_2411.pt", "November 2024 release", False),
+    ("medsam2_ct_lesion", "MedSAM2_CTLesion.pt", "CT lesions", False),
+    (
+        "medsam2_mri_liver_lesion",
+        "MedSAM2_MRI_LiverLesion.pt",
+        "liver lesions in MRI",
+        False,
+    ),
+    ("medsam2_us_heart", "MedSAM2_US_Heart.pt", "heart ultrasound", False),
+)
+# micro-sam's generalist light-microscopy SAM 2 (SAM 2.1 tiny at 1024 px). The URL is the one
+# micro-sam's own registry names (micro_sam/v2/util.py, FINETUNED_URLS["hvit_t_cells"]); it
+# publishes an xxh128 hash, not a sha256, so the file is verified by loading. Its file holds
+# {"model": state_dict, "model_type": ...}; micro-sam caches it without a suffix, under its
+# model name, hence the alias.
+_MICRO_SAM_URL = "https://owncloud.gwdg.de/index.php/s/iqNv2cjhPMGOo9J/download"
+
+
+def _build_fine_tunes() -> dict[str, CheckpointInfo]:
+    registry = {}
+    for name, filename, description, recommended in _MEDSAM2:
+        registry[name] = CheckpointInfo(
+            name,
+            f"{_MEDSAM2_BASE}/{filename}",
+            None,
+            "2.1",
+            base="sam2.1_hiera_tiny",
+            image_size=512,
+            size_bytes=156 * _MB,
+            licence="CC-BY-SA-4.0",
+            source="MedSAM2 (bowang-lab)",
+            description=description,
+            recommended=recommended,
+        )
+    registry["micro_sam_hvit_t_cells"] = CheckpointInfo(
+        "micro_sam_hvit_t_cells",
+        _MICRO_SAM_URL,
+        None,
+        "2.1",
+        base="sam2.1_hiera_tiny",
+        image_size=1024,
+        size_bytes=156 * _MB,
+        licence="CC-BY-4.0",
+        source="micro-sam (computational-cell-analytics)",
+        description="cells in light microscopy",
+        file_name="hvit_t_cells.pt",
+        aliases=("hvit_t_cells",),
+    )
     return registry
 
 
 MODEL_REGISTRY: dict[str, CheckpointInfo] = _build_registry()
-CHECKPOINT_NAMES: tuple[str, ...] = tuple(MODEL_REGISTRY)
+"""The official SAM 2 checkpoints (Meta's files)."""
+FINE_TUNES: dict[str, CheckpointInfo] = _build_fine_tunes()
+"""Registered fine-tunes of official architectures, in the official file format."""
+FINE_TUNE_NAMES: tuple[str, ...] = tuple(FINE_TUNES)
+CHECKPOINT_NAMES: tuple[str, ...] = (*MODEL_REGISTRY, *FINE_TUNES)
+"""Every registered name: the official checkpoints, then the fine-tunes."""
+
+
+def _registry() -> dict[str, CheckpointInfo]:
+    # looked up afresh each time: tests (and users) may replace entries in either dict
+    return {**MODEL_REGISTRY, **FINE_TUNES}
+
+
+def url_env(name: str) -> str:
+    """The environment variable that replaces the download URL of the entry ``name``."""
+    return URL_ENV_PREFIX + "".join(c if c.isalnum() else "_" for c in name.upper())
 
 
 def checkpoint_info(name: str) -> CheckpointInfo:
-    """The registry entry for an official checkpoint name such as ``"sam2.1_hiera_tiny"``."""
+    """The registry entry for a name such as ``"sam2.1_hiera_tiny"`` or ``"medsam2_latest"``,
+    with its URL replaced where ``$NAPARI_SAM2_URL_<NAME>`` is set (see :func:`url_env`)."""
+    registry = _registry()
     try:
-        return MODEL_REGISTRY[name]
+        info = registry[name]
     except KeyError:
         raise WeightsError(
-            f"unknown checkpoint {name!r}: choose one of {', '.join(MODEL_REGISTRY)}, "
+            f"unknown checkpoint {name!r}: choose one of {', '.join(registry)}, "
             "or give the path of a .pt file"
         ) from None
+    override = os.environ.get(url_env(name), "").strip()
+    if override:
+        # the file keeps its published name whatever the mirror calls it
+        info = dataclasses.replace(info, url=override, file_name=info.filename)
+    return info
+
+
+def describe_checkpoint(name: str) -> str:
+    """``"medsam2_latest: MedSAM2 (bowang-lab): latest release (recommended) · ~156 MB ·
+    CC-BY-SA-4.0 · 512 px · sam2.1_hiera_tiny weights"``: for lists and tooltips."""
+    info = checkpoint_info(name)
+    return f"{name}: {info.title()} · {info.summary()}"
+
+
+def registered_file(path: str | os.PathLike) -> CheckpointInfo | None:
+    """The registry entry whose published file name ``path`` has (None: no entry's).
+
+    A fine-tune's file given by path keeps its meaning: ``MedSAM2_latest.pt`` is a 512 px model
+    even where it is not used by its registry name.
+    """
+    filename = Path(path).name
+    for info in _registry().values():
+        if filename == info.filename or filename in info.aliases:
+            return info
+    return None
 
 
 def cache_dir() -> Path:
@@ -172,19 +351,21 @@ def local_weights_dirs() -> list[Path]:
 
 
 def find_local_checkpoint(name: str) -> Path | None:
-    """The user's own copy of an official checkpoint in a ``$NAPARI_SAM2_WEIGHTS`` folder."""
-    filename = checkpoint_info(name).filename
+    """The user's own copy of a registered checkpoint in a ``$NAPARI_SAM2_WEIGHTS`` folder, by
+    its published file name (or one of its aliases)."""
+    info = checkpoint_info(name)
     for folder in local_weights_dirs():
-        candidate = folder / filename
-        if candidate.is_file():
-            return candidate
+        for filename in (info.filename, *info.aliases):
+            candidate = folder / filename
+            if candidate.is_file():
+                return candidate
     return None
 
 
 def _is_path_like(name: str | os.PathLike) -> bool:
     if not isinstance(name, str):
         return True
-    return name not in MODEL_REGISTRY and (
+    return name not in _registry() and (
         name.endswith((".pt", ".pth")) or os.sep in name or "/" in name or Path(name).exists()
     )
 
@@ -215,7 +396,7 @@ def ensure_checkpoint(
 ) -> Path:
     """A verified local checkpoint file for ``name``, downloading it if needed.
 
-    ``name`` is an official name (see ``MODEL_REGISTRY``) or the path of a ``.pt`` file.
+    ``name`` is a registered name (see ``CHECKPOINT_NAMES``) or the path of a ``.pt`` file.
     Lookup order: a path as given; a copy in a ``$NAPARI_SAM2_WEIGHTS`` folder; the cache;
     a download into the cache. ``progress(bytes_done, bytes_total)`` is called while
     downloading (``bytes_total`` is None when the server does not say); an exception raised
@@ -452,8 +633,8 @@ def verify_checkpoint(path: Path, info: CheckpointInfo) -> bool:
     recorded = _read_sidecar(path)
     if recorded is not None:
         return digest == recorded
-    # First sight of a SAM 2.0 file: no published checksum, so trust it if torch can load it
-    # as a checkpoint, and remember its sha256 so that later damage is caught.
+    # First sight of a SAM 2.0 file or a fine-tune: no published checksum, so trust it if torch
+    # can load it as a checkpoint, and remember its sha256 so that later damage is caught.
     if not _loads_as_checkpoint(path):
         return False
     _write_sidecar(path, digest)
@@ -465,7 +646,7 @@ def _checked_user_file(path: Path) -> Path:
     if not path.is_file():
         raise WeightsError(
             f"checkpoint file {path} does not exist: give the path of a SAM 2 .pt file "
-            f"or one of the names {', '.join(MODEL_REGISTRY)}"
+            f"or one of the names {', '.join(_registry())}"
         )
     if path.stat().st_size == 0:
         raise WeightsError(f"checkpoint file {path} is empty: copy it again")
@@ -478,11 +659,11 @@ def _checked_user_file(path: Path) -> Path:
     if problem is not None:
         raise WeightsError(
             f"{path} is not a readable PyTorch checkpoint ({problem}): give the .pt file of an "
-            f"official SAM 2 checkpoint, or one of the names {', '.join(MODEL_REGISTRY)}"
+            f"official SAM 2 checkpoint, or one of the names {', '.join(_registry())}"
         )
     # A file named like an official checkpoint with a published checksum can be checked,
     # which catches truncated copies on clusters before torch fails on them.
-    for info in MODEL_REGISTRY.values():
+    for info in _registry().values():
         if info.filename == path.name and info.sha256 is not None:
             if _sha256_of(path) != info.sha256:
                 raise WeightsError(

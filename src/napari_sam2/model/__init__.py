@@ -7,13 +7,16 @@ from .build import (
     load_checkpoint,
     state_dict_mismatch,
 )
-from .config import MODEL_NAMES, SAM2Config
+from .config import FINE_TUNE_NAMES, FINE_TUNES, MODEL_NAMES, FineTune, SAM2Config
 from .sam2 import NO_OBJ_SCORE, HeadOutput, ImageFeatures, SAM2Model
 
 __all__ = [
+    "FINE_TUNES",
+    "FINE_TUNE_NAMES",
     "MODEL_NAMES",
     "NO_OBJ_SCORE",
     "HeadOutput",
+    "FineTune",
     "ImageFeatures",
     "SAM2Config",
     "SAM2Model",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import MODEL_NAMES, SAM2Config
+from .config import FINE_TUNES, MODEL_NAMES, SAM2Config, split_sized_name
 from .sam2 import SAM2Model
 
 _TRUNK_BY_POS_EMBED = {(96, 7): ("tiny", "small"), (112, 14): ("base_plus",), (144, 7): ("large",)}
@@ -25,10 +25,13 @@ def build_sam2(
 ) -> SAM2Model:
     """Build a SAM 2 network in eval mode.
 
-    name_or_config: one of `MODEL_NAMES` or a `SAM2Config`.
+    name_or_config: one of `MODEL_NAMES`, of the registered fine-tunes `FINE_TUNE_NAMES`
+        (their architecture and resolution: `SAM2Config.from_name`), either with a size
+        suffix for another resolution (``"sam2.1_hiera_tiny@512"``), or a `SAM2Config`.
     checkpoint: path to an official `.pt` file (a dict with key "model") or a state dict.
-        With a name and no checkpoint the official weights come from the weights store
-        (downloaded once); with a config and no checkpoint the weights are random.
+        With a name and no checkpoint the weights of that name come from the weights store
+        (downloaded once; a size suffix runs the same weights at another resolution); with a
+        config and no checkpoint the weights are random.
     device: where the model lives; must be available.
     """
     device = _check_device(device)
@@ -39,7 +42,9 @@ def build_sam2(
         if checkpoint is None:
             from napari_sam2.weights import ensure_checkpoint
 
-            checkpoint = ensure_checkpoint(name_or_config, progress=None)
+            # parameters do not depend on the resolution: "<name>@<size>" uses name's weights
+            weights_name, _ = split_sized_name(name_or_config)
+            checkpoint = ensure_checkpoint(weights_name, progress=None)
     else:
         raise TypeError(
             f"name_or_config must be a model name or a SAM2Config, not {type(name_or_config)}"
@@ -160,7 +165,7 @@ def check_state_dict(
     ]
     if not (missing or unexpected or wrong):
         return
-    want = config.name if config.name in MODEL_NAMES else f"the configuration {config.name!r}"
+    want = _requested(config)
     got = describe_state_dict(state)
     details = []
     if missing:
@@ -174,9 +179,25 @@ def check_state_dict(
             f"{tuple(expected[k].shape)})"
         )
     raise ValueError(
-        f"this checkpoint looks like {got}, but {want} (SAM {config.sam_version}) was requested: "
+        f"this checkpoint looks like {got}, but {want} was requested: "
         f"{'; '.join(details)} entries. Pass the checkpoint that matches the model name."
     )
+
+
+def _requested(config: SAM2Config) -> str:
+    """How an error names the requested model: a fine-tune or resolution says its architecture
+    (that is what the shapes are compared with)."""
+    version = f"SAM {config.sam_version}"
+    if config.name in MODEL_NAMES:
+        return f"{config.name} ({version})"
+    try:
+        model, _ = split_sized_name(config.name)
+    except ValueError:
+        model = config.name
+    base = FINE_TUNES[model].base if model in FINE_TUNES else model
+    if base in MODEL_NAMES:
+        return f"{config.name} ({version}: {base} at {config.image_size} px)"
+    return f"the configuration {config.name!r} ({version})"
 
 
 def identify_checkpoint(state: Mapping[str, torch.Tensor]) -> str | None:
@@ -189,7 +210,9 @@ def identify_checkpoint(state: Mapping[str, torch.Tensor]) -> str | None:
     configuration, a fine-tune of another size, a partial or damaged dict) gives None, and the
     caller has to say which model the weights belong to. A fine-tune that keeps an official
     architecture is recognised as that architecture: checkpoints do not record the image size
-    or training, only parameters.
+    or training, only parameters. So a MedSAM2 checkpoint is named ``sam2.1_hiera_tiny``; it
+    runs at its 512 px when built under its fine-tune name (``build_sam2("medsam2_latest",
+    checkpoint=...)``) or with ``SAM2Config.from_name("sam2.1_hiera_tiny", image_size=512)``.
     """
     shapes = _shapes_of(state)
     if shapes is None:

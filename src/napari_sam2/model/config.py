@@ -3,14 +3,22 @@
 `SAM2Config` holds every number the network needs to be built. The eight official models are
 written out here (from the official yaml configs, see HYPERPARAMS.md sections 1-3); sizes only
 differ in the Hiera trunk, and SAM 2.0 vs 2.1 only in four memory flags.
+
+Any of them can run at another input resolution (`SAM2Config.from_name(name, image_size=512)`):
+no parameter depends on it, only the grids derived from `image_size` (see the derived
+properties), so one checkpoint loads at every size. The registered fine-tunes (`FINE_TUNES`)
+are official architectures at a fixed resolution, e.g. MedSAM2 = sam2.1_hiera_tiny at 512 px.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 MODEL_NAMES: tuple[str, ...] = (
     "sam2.1_hiera_tiny",
@@ -22,6 +30,56 @@ MODEL_NAMES: tuple[str, ...] = (
     "sam2_hiera_base_plus",
     "sam2_hiera_large",
 )
+
+DEFAULT_IMAGE_SIZE = 1024
+"""Input resolution of the official models (pixels per side)."""
+
+
+class FineTune(NamedTuple):
+    """A registered fine-tune: the official architecture it keeps and its input resolution."""
+
+    base: str
+    image_size: int
+
+
+FINE_TUNES: Mapping[str, FineTune] = MappingProxyType(
+    {
+        # MedSAM2 (bowang-lab): sam2.1_hiera_tiny trained and run at 512 px, every other
+        # hyperparameter as the official tiny.
+        "medsam2_latest": FineTune("sam2.1_hiera_tiny", 512),
+        "medsam2_2411": FineTune("sam2.1_hiera_tiny", 512),
+        "medsam2_ct_lesion": FineTune("sam2.1_hiera_tiny", 512),
+        "medsam2_mri_liver_lesion": FineTune("sam2.1_hiera_tiny", 512),
+        "medsam2_us_heart": FineTune("sam2.1_hiera_tiny", 512),
+        # micro-sam's light-microscopy SAM 2 ("hvit_t"): a Hiera tiny at the official 1024 px.
+        # Assumed to be the sam2.1_hiera_tiny schema; a checkpoint of another schema fails the
+        # shape check of build_sam2 with a message saying which model it looks like.
+        "micro_sam_hvit_t_cells": FineTune("sam2.1_hiera_tiny", 1024),
+    }
+)
+"""Registered fine-tunes by name -> (official architecture, image size)."""
+
+FINE_TUNE_NAMES: tuple[str, ...] = tuple(FINE_TUNES)
+
+SIZE_SEPARATOR = "@"
+"""A configuration at a non-default resolution is named ``<model name>@<image size>``."""
+
+
+def split_sized_name(name: str) -> tuple[str, int | None]:
+    """``"sam2.1_hiera_tiny@512"`` -> ``("sam2.1_hiera_tiny", 512)``; no suffix -> (name, None).
+
+    Only the syntax is checked here; whether the size is usable is `SAM2Config`'s business.
+    """
+    base, sep, size = name.rpartition(SIZE_SEPARATOR)
+    if not sep:
+        return name, None
+    if not size.isdigit():
+        raise ValueError(
+            f"model name {name!r}: the part after {SIZE_SEPARATOR!r} must be an image size in "
+            f"pixels, e.g. {base or 'sam2.1_hiera_tiny'}{SIZE_SEPARATOR}512"
+        )
+    return base, int(size)
+
 
 # Trunk settings per size: embed_dim, heads, stages, global blocks, window spec, bkg pos-embed.
 _TRUNKS: dict[str, dict[str, Any]] = {
@@ -77,7 +135,7 @@ class SAM2Config:
 
     name: str = "custom"
     sam_version: str = "2.1"
-    image_size: int = 1024
+    image_size: int = DEFAULT_IMAGE_SIZE
     backbone_stride: int = 16
     hidden_dim: int = 256  # C: neck width, prompt embedding, decoder, memory attention
     mem_dim: int = 64  # M: memory-encoder output
@@ -127,10 +185,7 @@ class SAM2Config:
     extras: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.image_size % (self.backbone_stride * 2) != 0:
-            raise ValueError(
-                f"image_size {self.image_size} must be a multiple of {2 * self.backbone_stride}"
-            )
+        self._check_image_size()
         if self.hidden_dim % self.mem_dim != 0:
             raise ValueError(
                 f"hidden_dim {self.hidden_dim} must be a multiple of mem_dim {self.mem_dim} "
@@ -139,15 +194,71 @@ class SAM2Config:
         if len(self.stages) != len(self.window_spec):
             raise ValueError("stages and window_spec must have the same length")
 
+    def _check_image_size(self) -> None:
+        size = self.image_size
+        try:
+            if isinstance(size, bool):  # an int to Python, but surely a mistake here
+                raise TypeError
+            size = operator.index(size)  # numpy integers are fine, floats are not
+        except TypeError:
+            raise TypeError(
+                f"image_size must be an integer, not {type(size).__name__} {size!r}"
+            ) from None
+        self.image_size = size
+        step = self.image_size_step
+        if size <= 0 or size % step != 0:
+            below = max(step, size // step * step)
+            raise ValueError(
+                f"image_size {size} is not usable: it must be a positive multiple of {step} "
+                f"(the trunk's total stride {self.trunk_stride} and its first window of "
+                f"{self.window_spec[0]} tokens at stride 4 must tile the image), "
+                f"e.g. {below} or {below + step}"
+            )
+
     # ---- derived quantities -------------------------------------------------------------
     @property
+    def trunk_stride(self) -> int:
+        """Stride of the trunk's coarsest stage: 4 (patch embedding) times the pooling."""
+        pool = self.q_stride[0] ** (len(self.stages) - 1)
+        return 4 * pool
+
+    @property
+    def image_size_step(self) -> int:
+        """`image_size` must be a multiple of this (32 for the official architectures).
+
+        Every stage's token grid must be whole (the trunk stride), the stride-4 grid must hold
+        whole copies of the window position embedding (4 * window_spec[0]), and the grid of
+        the kept level must be whole (backbone_stride).
+        """
+        return math.lcm(self.trunk_stride, 4 * self.window_spec[0], self.backbone_stride)
+
+    @property
     def grid_size(self) -> int:
-        """Side G of the stride-16 feature map."""
+        """Side G of the stride-16 feature map (64 at 1024 px, 32 at 512 px)."""
         return self.image_size // self.backbone_stride
 
     @property
+    def image_embedding_size(self) -> tuple[int, int]:
+        """(G, G): the prompt encoder's image embedding size (its dense PE, no-mask embedding)."""
+        return (self.grid_size, self.grid_size)
+
+    @property
+    def rope_feat_sizes(self) -> tuple[int, int]:
+        """(G, G): the RoPE grid of both memory-attention types (self and cross attention).
+
+        The tables are built for the token grid of each call, which is this grid.
+        """
+        return (self.grid_size, self.grid_size)
+
+    @property
     def low_res_mask_size(self) -> int:
+        """Side of the decoder's low-res mask logits, S / 4 (256 at 1024 px, 128 at 512 px)."""
         return self.image_size // 4
+
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """(S/4, S/4): the size mask prompts are resized to before the prompt encoder."""
+        return (self.low_res_mask_size, self.low_res_mask_size)
 
     @property
     def stage_ends(self) -> tuple[int, ...]:
@@ -183,23 +294,54 @@ class SAM2Config:
 
     # ---- constructors -------------------------------------------------------------------
     @classmethod
-    def from_name(cls, name: str) -> SAM2Config:
-        """The configuration of one of the eight official models (see `MODEL_NAMES`)."""
-        if name not in MODEL_NAMES:
+    def from_name(cls, name: str, image_size: int | None = None) -> SAM2Config:
+        """The configuration of an official model or a registered fine-tune, at any resolution.
+
+        name: one of `MODEL_NAMES` (1024 px), of `FINE_TUNE_NAMES` (the official architecture
+            at the fine-tune's resolution, named after the fine-tune), or either with a size
+            suffix as `name` gives it back, e.g. ``"sam2.1_hiera_tiny@512"``.
+        image_size: the input resolution; None keeps the model's own. A size other than the
+            model's own is part of the configuration's name (``<name>@<size>``), so the names
+            of the plain models stay as they are.
+
+        Only the grids derived from the resolution change (see `grid_size`,
+        `low_res_mask_size`, `rope_feat_sizes`); the parameters, and so the checkpoints, are
+        the same at every size.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        model, suffix_size = split_sized_name(name)
+        if suffix_size is not None and image_size is not None and suffix_size != image_size:
             raise ValueError(
-                f"unknown SAM 2 model name {name!r}; valid names: {', '.join(MODEL_NAMES)}"
+                f"model name {name!r} says image size {suffix_size} but image_size={image_size} "
+                "was given; give one of them"
             )
-        version = "2.1" if name.startswith("sam2.1") else "2.0"
-        size = name.split("_hiera_")[1]
+        if suffix_size is not None:
+            image_size = suffix_size
+        if model in FINE_TUNES:
+            base, own_size = FINE_TUNES[model]
+        elif model in MODEL_NAMES:
+            base, own_size = model, DEFAULT_IMAGE_SIZE
+        else:
+            raise ValueError(
+                f"unknown SAM 2 model name {name!r}; valid names: {', '.join(MODEL_NAMES)}, "
+                f"and the fine-tunes {', '.join(FINE_TUNE_NAMES)} (any of them with "
+                f"'{SIZE_SEPARATOR}<image size>' for another resolution)"
+            )
+        size = own_size if image_size is None else image_size
+        full_name = model if size == own_size else f"{model}{SIZE_SEPARATOR}{size}"
+        version = "2.1" if base.startswith("sam2.1") else "2.0"
+        trunk = base.split("_hiera_")[1]
         v21 = version == "2.1"
         return cls(
-            name=name,
+            name=full_name,
+            image_size=size,
             sam_version=version,
             no_obj_embed_spatial=v21,
             proj_tpos_enc_in_obj_ptrs=v21,
             add_tpos_enc_to_obj_ptrs=v21,
             use_signed_tpos_enc_to_obj_ptrs=v21,
-            **_TRUNKS[size],
+            **_TRUNKS[trunk],
         )
 
     @classmethod
@@ -294,6 +436,11 @@ def _check_consistent(config: SAM2Config, values: Mapping[str, Any]) -> None:
         "mask_decoder.transformer_dim": config.hidden_dim,
         "prompt_encoder.embed_dim": config.hidden_dim,
         "low_res_mask_size": config.low_res_mask_size,
+        # sizes the official builder derives from image_size: a dict that states others
+        # describes a network this one is not
+        "prompt_encoder.image_embedding_size": config.image_embedding_size,
+        "prompt_encoder.input_image_size": (config.image_size, config.image_size),
+        "prompt_encoder.mask_input_size": config.mask_input_size,
     }
     for key, derived in checks.items():
         if key not in values:

@@ -7,6 +7,7 @@ The command line and the napari widget both drive the tracker through this packa
 >>> for result in propagate_into(tracker, writer, table, direction="both"):
 ...     pass                                       # report progress here
 >>> export_labels_tiff(labels, "labels.tif", axes="TYX"); table.to_csv("presence.csv")
+>>> measure(labels, scale=(5.0, 0.7, 0.7), units="mm", axis="z").to_csv("measurements.csv")
 """
 
 from napari_sam2.outputs.export import (
@@ -19,21 +20,33 @@ from napari_sam2.outputs.export import (
     write_text_atomically,
 )
 from napari_sam2.outputs.labels import LabelsWriter, frame_planes
+from napari_sam2.outputs.measurements import (
+    FrameMeasurement,
+    MeasurementTable,
+    VolumeMeasurement,
+    measure,
+    write_measurements_csv,
+)
 from napari_sam2.outputs.presence import PresenceRow, PresenceTable
 from napari_sam2.outputs.propagate import DIRECTIONS, propagate_into
 
 __all__ = [
     "DIRECTIONS",
+    "FrameMeasurement",
     "LabelsWriter",
+    "MeasurementTable",
     "OutputWriteError",
     "PresenceRow",
     "PresenceTable",
+    "VolumeMeasurement",
     "ctc_tracks",
     "export_ctc",
     "export_labels_tiff",
     "frame_planes",
+    "measure",
     "propagate_into",
     "write_atomically",
     "write_labels_tiff",
+    "write_measurements_csv",
     "write_text_atomically",
 ]

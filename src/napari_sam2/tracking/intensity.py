@@ -7,6 +7,12 @@ instance a napari layer's contrast limits) or taken from robust percentiles of a
 The sample is a few evenly spaced frames read at a pixel stride, never the whole stack.
 Non-finite pixels are left out of the sample; when mapped, ``+inf`` becomes 1 (the top of the
 range, like any value above ``hi``), ``-inf`` becomes 0 and NaN (no data) becomes 0.
+
+Windows (:func:`window_limits`, :func:`mr_limits`, :func:`resolve_window`) name the limits
+the way radiologists do: a CT window is a width and a level in Hounsfield units (``lung`` is
+1500 / -600, i.e. limits (-1350, 150)); MR has no absolute scale, so its window is the 0.5 and
+99.5 percentiles of the non-zero voxels (the air around the body would pull the low end down).
+16-bit microscopy keeps the robust percentiles of :func:`robust_contrast_limits`.
 """
 
 from __future__ import annotations
@@ -73,6 +79,17 @@ def robust_contrast_limits(
     lo_p, hi_p = percentiles
     if not (0.0 <= lo_p < hi_p <= 100.0):
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
+    sample = _finite_sample(frames, max_frames, max_pixels_per_frame, channels)
+    if sample.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(sample, [lo_p, hi_p])
+    return (float(lo), float(hi))
+
+
+def _finite_sample(
+    frames: Any, max_frames: int, max_pixels_per_frame: int, channels: Sequence[int] | None
+) -> np.ndarray:
+    """The finite values of a few evenly spaced frames read at a stride, as float64."""
     shape = tuple(frames.shape)
     if len(shape) not in (3, 4):
         raise ValueError(f"expected frames of shape (T, H, W) or (T, H, W, C), got shape {shape}")
@@ -87,11 +104,7 @@ def robust_contrast_limits(
         if block.dtype.kind == "f":
             block = block[np.isfinite(block)]
         values.append(block.astype(np.float64, copy=False))
-    sample = np.concatenate(values) if values else np.empty(0)
-    if sample.size == 0:
-        return (0.0, 1.0)
-    lo, hi = np.percentile(sample, [lo_p, hi_p])
-    return (float(lo), float(hi))
+    return np.concatenate(values) if values else np.empty(0)
 
 
 def choose_contrast_limits(
@@ -149,3 +162,109 @@ def scale_to_unit(x: Any, lo: float, hi: float) -> Any:
     y /= denom
     np.nan_to_num(y, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(y, 0.0, 1.0, out=y)
+
+
+# --- windows ---------------------------------------------------------------------------------
+
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft tissue": (400.0, 40.0),
+    "abdomen": (400.0, 40.0),
+    "lung": (1500.0, -600.0),
+    "brain": (80.0, 40.0),
+    "mediastinum": (350.0, 50.0),
+    "bone": (1800.0, 400.0),
+}
+"""CT window presets as (width, level) in Hounsfield units."""
+
+MR_WINDOW = "mr"
+"""The window name of the MR rule: percentiles of the non-zero voxels (:func:`mr_limits`)."""
+
+MR_PERCENTILES = (0.5, 99.5)
+"""Lower and upper percentile of the non-zero voxels used by :func:`mr_limits`."""
+
+MR_SAMPLE_FRAMES = 16
+"""Slices read by :func:`mr_limits`: more than for microscopy, as the first and last slices of
+an MR volume are often mostly air."""
+
+
+def window_names() -> tuple[str, ...]:
+    """The names :func:`parse_window` takes: the CT presets, then ``"mr"``."""
+    return (*CT_WINDOWS, MR_WINDOW)
+
+
+def parse_window(window: str | Sequence[float]) -> str | tuple[float, float]:
+    """A window as a preset name (``"lung"``, ``"soft-tissue"``, ``"MR"``: case, ``-`` and
+    ``_`` do not matter) or ``(width, level)`` (also the text ``"W,L"``, e.g. ``"400,40"``).
+
+    Raises ValueError naming the presets for anything else, or for a width that is not > 0.
+    """
+    if isinstance(window, str):
+        name = " ".join(window.strip().lower().replace("-", " ").replace("_", " ").split())
+        if name in CT_WINDOWS or name == MR_WINDOW:
+            return name
+        if "," not in window:
+            raise ValueError(
+                f"unknown window {window!r}: choose one of {', '.join(window_names())} or give "
+                "WIDTH,LEVEL (e.g. 400,40)"
+            )
+        parts: Sequence[Any] = window.split(",")
+    else:
+        parts = list(window)
+    try:
+        width, level = (float(v) for v in parts)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"a window is a preset name or two numbers WIDTH,LEVEL, got {window!r}"
+        ) from err
+    if not (np.isfinite(width) and np.isfinite(level)):
+        raise ValueError(f"window width and level must be finite, got ({width}, {level})")
+    if width <= 0:
+        raise ValueError(f"window width must be > 0, got {width}")
+    return (width, level)
+
+
+def window_limits(window: str | Sequence[float]) -> tuple[float, float]:
+    """Contrast limits ``(level - width / 2, level + width / 2)`` of a CT preset name or a
+    ``(width, level)`` pair (see :func:`parse_window`). The MR rule depends on the data: use
+    :func:`mr_limits` or :func:`resolve_window` for it."""
+    parsed = parse_window(window)
+    if parsed == MR_WINDOW:
+        raise ValueError("the mr window depends on the image: use mr_limits(frames)")
+    width, level = CT_WINDOWS[parsed] if isinstance(parsed, str) else parsed
+    return (level - width / 2.0, level + width / 2.0)
+
+
+def mr_limits(
+    frames: Any,
+    percentiles: tuple[float, float] = MR_PERCENTILES,
+    *,
+    max_frames: int = MR_SAMPLE_FRAMES,
+    max_pixels_per_frame: int = SAMPLE_PIXELS_PER_FRAME,
+    channels: Sequence[int] | None = None,
+) -> tuple[float, float]:
+    """Percentile limits of the non-zero voxels of ``frames`` (T, H, W) or (T, H, W, C).
+
+    The sample is a few evenly spaced slices read at a pixel stride, as for
+    :func:`robust_contrast_limits`, so a large stack costs a few slices. Zeros (the air and
+    padding around the body) and non-finite values are left out; a stack without any non-zero
+    value gives (0, 1).
+    """
+    lo_p, hi_p = percentiles
+    if not (0.0 <= lo_p < hi_p <= 100.0):
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
+    sample = _finite_sample(frames, max_frames, max_pixels_per_frame, channels)
+    sample = sample[sample != 0]
+    if sample.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(sample, [lo_p, hi_p])
+    return (float(lo), float(hi))
+
+
+def resolve_window(
+    frames: Any, window: str | Sequence[float], channels: Sequence[int] | None = None
+) -> tuple[float, float]:
+    """The contrast limits of ``window`` for ``frames``: :func:`mr_limits` for ``"mr"``,
+    else :func:`window_limits`."""
+    if parse_window(window) == MR_WINDOW:
+        return mr_limits(frames, channels=channels)
+    return window_limits(window)

@@ -30,11 +30,14 @@ from napari_sam2.tracking.layer_prompts import AxisPlan
 from napari_sam2.widget import layers as L
 from napari_sam2.widget.image_axes import AxesController
 from napari_sam2.widget.label_export import export_results
+from napari_sam2.widget.measurements_controller import MeasureInput, MeasurementsController
+from napari_sam2.widget.measurements_view import MeasurementsView
 from napari_sam2.widget.model_controller import ModelController
 from napari_sam2.widget.model_view import ModelView
 from napari_sam2.widget.panels import (
     ExportPanel,
     ImagePanel,
+    MeasurementsPanel,
     ModelPanel,
     PromptsPanel,
     PropagatePanel,
@@ -77,6 +80,8 @@ class SAM2Widget(QWidget):
         self.runs = PropagationController(
             QtJobRunner(), prepare=self._prepare_job, make_tracker=self._make_tracker
         )
+        self.measurements = MeasurementsController()
+        self._propagating = False
         self._build_ui()
         self._connect_controllers()
         self._connect_viewer()
@@ -86,7 +91,8 @@ class SAM2Widget(QWidget):
     def _on_destroyed_callback(self) -> Any:
         """The last resort when the widget is deleted without closing: stop the work and the
         views (the callback holds no reference to the deleted widget)."""
-        runs, views = self.runs, (self._prompts_view, self._propagate_view)
+        runs = self.runs
+        views = (self._prompts_view, self._propagate_view, self._measurements_view)
 
         def on_destroyed(*args: Any) -> None:
             runs.close()
@@ -104,7 +110,8 @@ class SAM2Widget(QWidget):
         root.setContentsMargins(4, 4, 4, 4)
         image, model, prompts = ImagePanel(), ModelPanel(), PromptsPanel()
         run, export = PropagatePanel(), ExportPanel()
-        for panel in (image, model, prompts, run, export):
+        measure = MeasurementsPanel()
+        for panel in (image, model, prompts, run, measure, export):
             root.addWidget(panel)
         root.addStretch(1)
 
@@ -114,6 +121,7 @@ class SAM2Widget(QWidget):
         self.channel_axis_combo = image.channel_axis_combo
         self.channel_combo = image.channel_combo
         self.axes_info = image.axes_info
+        self.window_combo = image.window_combo
         self.model_combo = model.model_combo
         self.checkpoint_edit = model.checkpoint_edit
         self.model_status = model.model_status
@@ -141,20 +149,25 @@ class SAM2Widget(QWidget):
         self.export_tiff_button = export.export_tiff_button
         self.export_ctc_button = export.export_ctc_button
         self.export_csv_button = export.export_csv_button
+        self.measure_button = measure.measure_button
+        self.measurements_table = measure.table
         self.timeline.color_of = lambda obj: tuple(L.color_of(obj, self._output_layer()))
 
         self._prompts_view = PromptsView(prompts, self.prompts)
         self._propagate_view = PropagateView(run, self.runs)
         self.model_view = ModelView(model, parent=self)
+        self._measurements_view = MeasurementsView(measure, self.measurements, self.go_to_frame)
 
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.axis_combo.currentIndexChanged.connect(self._on_axes_changed)
         self.channel_axis_combo.currentIndexChanged.connect(self._on_channel_axis_changed)
         self.channel_combo.currentIndexChanged.connect(self._on_axes_changed)
+        self.window_combo.currentIndexChanged.connect(self._on_window_chosen)
         self.new_prompts_button.clicked.connect(self.new_prompt_layers)
         self.remove_object_button.clicked.connect(lambda: self.remove_object())
         self.propagate_button.clicked.connect(lambda: self.propagate())
         self.cancel_button.clicked.connect(self.cancel)
+        self.measure_button.clicked.connect(lambda: self.measure())
         self.timeline.frame_clicked.connect(self.go_to_frame)
         self.export_tiff_button.clicked.connect(lambda: self._export_dialog("tiff"))
         self.export_ctc_button.clicked.connect(lambda: self._export_dialog("ctc"))
@@ -171,6 +184,7 @@ class SAM2Widget(QWidget):
             lambda text, done, total: self.progress_changed.emit(text)
         )
         self.runs.status_changed.connect(self._on_status_changed)
+        self.runs.running_changed.connect(self._on_running_changed)
 
     # ======================================================================================
     # layers and choices
@@ -252,6 +266,9 @@ class SAM2Widget(QWidget):
 
     def _on_image_changed(self, *args: Any) -> None:
         self.axes.image = image = self.image_layer
+        self.window_combo.blockSignals(True)  # another image: nothing chosen for it yet
+        self.window_combo.setCurrentIndex(0)
+        self.window_combo.blockSignals(False)
         self._show_choices(self.axis_combo, self.axes.stack_axes())
         self._show_choices(self.channel_axis_combo, self.axes.channel_axes())
         self.channel_axis_combo.setEnabled(image is not None and not image.rgb)
@@ -456,7 +473,17 @@ class SAM2Widget(QWidget):
         if not image.rgb and channel != "rgb":
             limits = tuple(float(v) for v in image.contrast_limits)
         spec = SessionSpec(
-            key=(id(image), plan, channel, model_key, id(output.data), id(self._tracker_factory)),
+            # the limits are part of the key: the model sees the image as the layer shows it,
+            # also after the contrast (or window) changed
+            key=(
+                id(image),
+                plan,
+                channel,
+                model_key,
+                id(output.data),
+                id(self._tracker_factory),
+                limits,
+            ),
             data=L.image_data(image),
             plan=plan,
             channel=channel,
@@ -512,6 +539,88 @@ class SAM2Widget(QWidget):
             output.refresh()
         self._update_timeline()
 
+    # --- measurements ---------------------------------------------------------------------
+
+    def measure(self) -> Any:
+        """Measure the output labels now and show them in the Measurements table (volumes and
+        longest diameters of a volume, areas per frame of a time-lapse); returns the
+        :class:`~napari_sam2.outputs.measurements.MeasurementTable` (None: nothing to
+        measure)."""
+        try:
+            return self.measurements.measure(self._measure_input())
+        except (ValueError, TypeError) as exc:
+            self.measurements.clear(f"cannot measure: {exc}")
+            return None
+
+    def _measure_input(self) -> MeasureInput | None:
+        """The output labels as (N, H, W) with the pixel size and units of the tracked axis,
+        Y and X, and the grey image they were tracked in (for the mean intensity)."""
+        output, image, plan = self._output_layer(), self.image_layer, self._safe_plan()
+        if output is None or image is None or plan is None:
+            return None
+        if tuple(output.data.shape) != tuple(plan.labels_shape(L.image_data(image).shape)):
+            return None
+        axes = (plan.frame_axis, plan.y_axis, plan.x_axis)
+        layer_units = getattr(output, "units", None)
+        units = tuple(layer_units[a] if layer_units is not None else None for a in axes)
+        return MeasureInput(
+            labels=plan.labels_view(output.data),
+            scale=tuple(float(output.scale[a]) for a in axes),  # type: ignore[arg-type]
+            units=units,  # type: ignore[arg-type]
+            axis_label=self._axis_names_of(output)[plan.frame_axis],
+            image=self._grey_view(image, plan),
+        )
+
+    def _grey_view(self, image: Image, plan: AxisPlan) -> Any:
+        """The lazy (T, H, W) view of the chosen channel of ``image`` (None for colour)."""
+        from napari_sam2.tracking.frames import stack_view
+
+        channel = self.channel_combo.currentData()
+        if image.rgb or channel == "rgb":
+            return None
+        fixed = dict(plan.fixed)
+        if plan.channel_axis is not None:
+            fixed[plan.channel_axis] = int(channel or 0)
+        return stack_view(L.image_data(image), plan.frame_axis, None, fixed)
+
+    # --- intensity windows ------------------------------------------------------------------
+
+    def set_window(self, window: Any) -> tuple[float, float] | None:
+        """Set the image layer's contrast limits to a window: a CT preset name (``"lung"``),
+        ``(width, level)`` or ``"mr"`` (percentiles of the non-zero voxels of the tracked
+        stack). The model sees the image as the layer shows it. Returns the limits."""
+        from napari_sam2.tracking.intensity import MR_WINDOW, mr_limits, parse_window
+        from napari_sam2.tracking.intensity import window_limits as limits_of
+
+        image, plan = self.image_layer, self._safe_plan()
+        if image is None or window is None:
+            return None
+        if parse_window(window) == MR_WINDOW:
+            grey = self._grey_view(image, plan) if plan is not None else None
+            if grey is None:
+                raise ValueError("the mr window needs a grey image with an axis to track along")
+            limits = mr_limits(grey)
+        else:
+            limits = limits_of(window)
+        if limits[1] <= limits[0]:  # an empty or constant image: napari needs lo < hi
+            limits = (limits[0], limits[0] + 1.0)
+        image.contrast_limits = limits
+        return limits
+
+    def _on_window_chosen(self, *args: Any) -> None:
+        try:
+            self.set_window(self.window_combo.currentData())
+        except ValueError as exc:
+            notify_failure(f"SAM 2: {exc}", exc)
+
+    def _on_running_changed(self, running: bool, propagating: bool) -> None:
+        # measure once each propagation has ended (finished or cancelled), not after prompts
+        if running and propagating:
+            self._propagating = True
+        elif not running and self._propagating:
+            self._propagating = False
+            self.measure()
+
     def _on_status_changed(self, text: str, detail: str, error: bool) -> None:
         if not text:
             self._dismiss_error_toasts()
@@ -543,6 +652,7 @@ class SAM2Widget(QWidget):
         self.prompts.edited.disconnect(self.apply_prompts)
         self._prompts_view.disconnect()
         self._propagate_view.disconnect()
+        self._measurements_view.disconnect()
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.reordered):
             emitter.disconnect(self._refresh_layer_choices)

@@ -61,14 +61,22 @@ def axes_metadata(image: Image) -> dict[str, Any]:
 
 
 def new_labels_layer(image: Image, plan: AxisPlan, name: str) -> Labels:
-    """An empty Labels layer for the image, with its scale, translate, units and axis labels."""
+    """An empty Labels layer for the image, with its scale, translate, units and axis labels.
+
+    Where the labels have the image's shape, the geometry of a radiology source (NIfTI header,
+    DICOM series) is kept in the layer's metadata, so saving them as NIfTI writes the source's
+    affine and header and the result overlays the scan in other viewers.
+    """
     shape = plan.labels_shape(image_data(image).shape)
     scale, translate = labels_geometry(image, plan)
+    source = (image.metadata or {}).get("radiology")
+    metadata = {"radiology": source} if source and shape == image_data(image).shape else {}
     return Labels(
         np.zeros(shape, np.uint16),
         name=name,
         scale=scale,
         translate=translate,
+        metadata=metadata,
         **axes_metadata(image),
     )
 

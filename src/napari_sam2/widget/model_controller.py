@@ -2,8 +2,11 @@
 work of downloading and loading it.
 
 A :class:`ModelController` holds the choice the user made (an entry of the model list, an
-optional checkpoint file, the device), the model loaded for it, and what went wrong last; it
-says what the model state line shows (:meth:`ModelController.status`). The Qt view
+optional checkpoint file, an image size, the device), the model loaded for it, and what went
+wrong last; it says what the model state line shows (:meth:`ModelController.status`). The list
+holds the official checkpoints and the registered fine-tunes (MedSAM2 at 512 px, micro-sam's
+light-microscopy model), each described by its source, size, licence and image size
+(:meth:`ModelController.describe`). The Qt view
 (:mod:`napari_sam2.widget.model_view`) forwards the user's actions here and renders the result.
 
 Threads: :meth:`~ModelController.load` and :meth:`~ModelController.download` run in worker
@@ -85,11 +88,13 @@ def short_message(
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """What to load: an entry of the model list, a checkpoint file (or None) and a device."""
+    """What to load: an entry of the model list, a checkpoint file (or None), a device, and an
+    image size (None: the model's own, or a registered fine-tune's by its file name)."""
 
     name: str
     checkpoint: str | None
     device: str
+    image_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,8 @@ class ModelController:
     Parameters
     ----------
     names
-        The official entries of the model list (default: the checkpoints of the weights store).
+        The registered entries of the model list (default: the checkpoints of the weights
+        store, official and fine-tunes).
     default
         The entry chosen at first.
     """
@@ -147,6 +153,8 @@ class ModelController:
         """Entries added by :meth:`use_model`: built models or configs, by their list name."""
         self.name: str = default if default in self.official else self.official[0]
         self.checkpoint: str | None = None
+        self.image_size: int | None = None
+        """The input size asked for (None: the model's own, see :meth:`set_image_size`)."""
         self.device: str = "auto"
         self.loaded: tuple[ModelRequest, Any] | None = None
         """The model in memory and the request it was loaded for."""
@@ -193,7 +201,16 @@ class ModelController:
         if self.checkpoint is None:
             return None
         file = self.checkpoint_file()
-        if file is None or file.recognised is None or file.recognised not in self.official:
+        if file is None or file.recognised is None:
+            return None
+        fine_tune = _registered_fine_tune(file)
+        if fine_tune is not None and fine_tune in self.official and self.image_size is None:
+            # a fine-tune's published file (MedSAM2_latest.pt) runs at its own size: follow it
+            if fine_tune != self.name:
+                self.name = fine_tune
+                return self.name
+            return None
+        if file.recognised not in self.official:
             return None
         if file.recognised != self.name and self._checked_problem(self.name, file) is not None:
             self.name = file.recognised
@@ -203,25 +220,44 @@ class ModelController:
     def set_device(self, device: str) -> None:
         self.device = device
 
+    def set_image_size(self, size: int | str | None) -> None:
+        """Run the model at ``size`` pixels (None, "" or "auto": its own size).
+
+        For a fine-tune that is not registered: its checkpoint file with the size it was
+        trained at (e.g. 512 for a MedSAM2-style file). Raises ValueError for a size no
+        SAM 2 network takes (it must be a positive multiple of 32).
+        """
+        if size is None or (isinstance(size, str) and size.strip().lower() in ("", "auto")):
+            self.image_size = None
+            return
+        value = int(size)
+        from napari_sam2.model import SAM2Config
+
+        SAM2Config.from_name("sam2.1_hiera_tiny", image_size=value)  # says what is wrong
+        self.image_size = value
+
     def request(self) -> ModelRequest:
         """What the current choice asks to load."""
-        return ModelRequest(self.name, self.checkpoint, self.device)
+        return ModelRequest(self.name, self.checkpoint, self.device, self.image_size)
 
-    def key(self) -> tuple[str, str, str]:
-        """The choice as a session key: (checkpoint path or model name, device, list entry).
+    def key(self) -> tuple:
+        """The choice as a session key: (checkpoint path or model name, device, list entry),
+        and the image size where one is asked for.
 
         The list entry is part of it so that choosing another model for the same file makes a
         new session (with the new model, or its error) rather than keeping the old one.
         """
-        return (self.checkpoint or self.name, self.device, self.name)
+        key = (self.checkpoint or self.name, self.device, self.name)
+        return key if self.image_size is None else (*key, self.image_size)
 
-    def request_for_key(self, key: tuple[str, ...]) -> ModelRequest:
+    def request_for_key(self, key: tuple) -> ModelRequest:
         """The request behind a :meth:`key` read earlier. A 2-tuple (text, device) is read as
         before: a text that is no list entry is a checkpoint path for the chosen entry."""
         text, device = key[0], key[1]
         name = key[2] if len(key) > 2 else None
+        size = key[3] if len(key) > 3 else None
         if name is not None:
-            return ModelRequest(name, None if text == name else text, device)
+            return ModelRequest(name, None if text == name else text, device, size)
         if text in self.names():
             return ModelRequest(text, None, device)
         return ModelRequest(self.name, text, device)
@@ -254,6 +290,9 @@ class ModelController:
             return f"{failure.kind} failed: {failure.error.summary}"
         if self.loaded is not None and self.loaded[0] == request:
             return f"loaded: {self.describe_loaded(full_path=False)}"
+        # a custom entry (a built model or a config) has its own size: the choice is not applied
+        asked = self.image_size is not None and self.name not in self.custom
+        at = f" at {self.image_size} px" if asked else ""
         if self.checkpoint is not None:
             file = self.checkpoint_file()
             assert file is not None
@@ -261,17 +300,24 @@ class ModelController:
             if problem is not None:
                 return problem
             if self.name in self.official and file.recognised is not None:
-                return f"file: recognised as {file.recognised}"
-            return f"file: fits {self.name}"
+                if file.recognised != self.name:  # a fine-tune's file: its entry, its size
+                    return f"file: {file.recognised} weights as {self.name}{at}"
+                return f"file: recognised as {file.recognised}{at}"
+            return f"file: fits {self.name}{at}"
         entry = self.custom.get(self.name)
         if entry is not None:
             return "needs a checkpoint file" if _is_config(entry) else "in memory"
-        from napari_sam2.weights import WeightsError, checkpoint_status
+        from napari_sam2.weights import WeightsError, checkpoint_info, checkpoint_status
 
         try:
-            return checkpoint_status(self.name)
+            state = checkpoint_status(self.name) + at
+            info = checkpoint_info(self.name)
         except (WeightsError, OSError, ValueError) as exc:
             return f"error: {short_message(str(exc))}"
+        if info.fine_tune:
+            # what the user takes on: where it is from, how big, its licence, its size
+            return f"{state} · {info.source} · {info.summary()}"
+        return state
 
     def detail(self) -> str:
         """The long form of :meth:`status` (the state line's tooltip): full paths, URLs, hints."""
@@ -287,13 +333,34 @@ class ModelController:
             looks = f": {file.looks_like}" if file.error is None else f": {file.error}"
             return f"{Path(self.checkpoint).expanduser()}{looks}"
         if self.name in self.official:
-            from napari_sam2.weights import WEIGHTS_ENV, cache_dir
+            from napari_sam2.weights import WEIGHTS_ENV, cache_dir, checkpoint_info
 
-            return (
+            text = (
                 f"official weights of {self.name}, downloaded once into {cache_dir()}; offline, "
                 f"put the .pt file into a folder named by ${WEIGHTS_ENV} or give it as checkpoint"
             )
+            try:
+                info = checkpoint_info(self.name)
+            except ValueError:
+                return text
+            if info.fine_tune:
+                text = (
+                    f"weights of {self.name} from {info.url}, downloaded once into "
+                    f"{cache_dir()}; offline, put {info.filename} into a folder named by "
+                    f"${WEIGHTS_ENV} or give it as checkpoint"
+                )
+            return f"{self.describe(self.name)}\n{text}"
         return ""
+
+    def describe(self, name: str) -> str:
+        """One line on a registered entry: what it is, its source, download size, licence and
+        image size ("" for entries the weights store does not know)."""
+        from napari_sam2.weights import WeightsError, describe_checkpoint
+
+        try:
+            return describe_checkpoint(name)
+        except WeightsError:
+            return ""
 
     def can_download(self) -> bool:
         """Whether the Download button makes sense: an official model not yet downloaded."""
@@ -326,6 +393,11 @@ class ModelController:
             file = "in memory"
         parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
         where = [] if parameter is None else [str(parameter.device), _dtype_name(parameter.dtype)]
+        size = getattr(getattr(model, "config", None), "image_size", None)
+        # the size a registered model runs at, where it is not the official size that goes
+        # without saying (a custom entry's size is the user's own choice)
+        if size is not None and size != 1024 and request.name in self.official:
+            where.append(f"{size} px")
         return " · ".join([request.name, file, *where])
 
     # --- work (worker threads) ------------------------------------------------------------
@@ -456,11 +528,26 @@ class ModelController:
                 raise ValueError(f"{request.name} needs a checkpoint file: give its weights")
             return load_model(config, request.checkpoint, device).eval()
         if request.checkpoint is not None:
-            return load_model(request.name, request.checkpoint, device).eval()
-        from napari_sam2.model import build_sam2
+            return load_model(
+                request.name, request.checkpoint, device, image_size=request.image_size
+            ).eval()
+        from napari_sam2.model import SAM2Config, build_sam2
         from napari_sam2.weights import ensure_checkpoint
 
-        return build_sam2(request.name, ensure_checkpoint(request.name), device).eval()
+        # a fine-tune's name gives its own size (MedSAM2: 512 px) unless one is asked for
+        config = SAM2Config.from_name(request.name, image_size=request.image_size)
+        return build_sam2(config, ensure_checkpoint(request.name), device).eval()
+
+
+def _registered_fine_tune(file: CheckpointFile) -> str | None:
+    """The registered fine-tune whose published file name ``file`` has and whose architecture
+    it holds (None: none)."""
+    from napari_sam2.weights import registered_file
+
+    info = registered_file(file.path)
+    if info is None or not info.fine_tune or info.architecture != file.recognised:
+        return None
+    return info.name
 
 
 def _is_config(entry: Any) -> bool:

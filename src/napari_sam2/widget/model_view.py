@@ -11,7 +11,7 @@ from typing import Any
 
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QFileDialog
 
 from napari_sam2.widget.model_controller import ModelController, ModelError, ModelRequest
@@ -23,8 +23,10 @@ __all__ = ["ModelView"]
 class ModelView(QObject):
     """Connects a :class:`~napari_sam2.widget.panels.ModelPanel` to a model controller.
 
-    The user's actions: choosing in the model list or the device list, typing a checkpoint
-    path (applied on Return or when the field loses focus), the "..." browse button, Download.
+    The user's actions: choosing in the model list, the image size list or the device list,
+    typing a checkpoint path (applied on Return or when the field loses focus), the "..."
+    browse button, Download. Each registered entry of the model list has its source, download
+    size, licence and image size as tooltip.
     Download failures are reported once, as a short napari error notification; the full text
     (URL, where to put the file) is the model state line's tooltip.
     """
@@ -52,6 +54,7 @@ class ModelView(QObject):
         panel.browse_button.clicked.connect(self.browse)
         panel.download_button.clicked.connect(self.download)
         panel.device_combo.currentTextChanged.connect(self._on_device_chosen)
+        panel.image_size_combo.currentTextChanged.connect(self._on_image_size_chosen)
         self._loading.connect(self._on_loading)
         self._loaded.connect(self._on_loaded)
         self._failed.connect(self._on_failed)
@@ -155,6 +158,7 @@ class ModelView(QObject):
         device = panel.device_combo.currentText()
         if device:
             controller.set_device(device)
+        self._apply_image_size(panel.image_size_combo.currentText())
 
     def _on_model_chosen(self, name: str) -> None:
         if name and name != self.controller.name and name in self.controller.names():
@@ -170,6 +174,16 @@ class ModelView(QObject):
     def _on_device_chosen(self, device: str) -> None:
         self.controller.set_device(device)
         self.render()
+
+    def _on_image_size_chosen(self, text: str) -> None:
+        self._apply_image_size(text)
+        self.render()
+
+    def _apply_image_size(self, text: str) -> None:
+        try:
+            self.controller.set_image_size(text)
+        except ValueError as error:  # only scripts can put such a text into the list
+            show_error(f"SAM 2: image size {text!r}: {error}")
 
     def _on_loading(self, request: ModelRequest) -> None:
         self.controller.begin_load(request)
@@ -204,10 +218,22 @@ class ModelView(QObject):
         combo = panel.model_combo
         combo.blockSignals(True)
         for name in controller.names():
-            if combo.findText(name) < 0:
+            index = combo.findText(name)
+            if index < 0:
                 combo.addItem(name)
+                index = combo.count() - 1
+            if combo.itemData(index, Qt.ItemDataRole.ToolTipRole) is None:
+                combo.setItemData(index, controller.describe(name), Qt.ItemDataRole.ToolTipRole)
         combo.setCurrentText(controller.name)
         combo.blockSignals(False)
+        sizes = panel.image_size_combo
+        size_text = "auto" if controller.image_size is None else str(controller.image_size)
+        if sizes.currentText() != size_text:
+            sizes.blockSignals(True)
+            if sizes.findText(size_text) < 0:
+                sizes.addItem(size_text)  # a size a script chose
+            sizes.setCurrentText(size_text)
+            sizes.blockSignals(False)
         if panel.device_combo.currentText() != controller.device:
             panel.device_combo.blockSignals(True)
             panel.device_combo.setCurrentText(controller.device)

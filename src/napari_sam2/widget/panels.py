@@ -8,6 +8,7 @@ connects them. Nothing here knows about layers, sessions or workers.
 from __future__ import annotations
 
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QFormLayout,
     QGroupBox,
@@ -17,19 +18,29 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QVBoxLayout,
 )
 
+from napari_sam2.tracking.intensity import CT_WINDOWS
 from napari_sam2.widget.session import DIRECTIONS
 from napari_sam2.widget.timeline import Timeline
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+WINDOW_PRESETS = tuple(CT_WINDOWS)
+"""The CT windows of the Image panel, by name (width / level in CT_WINDOWS)."""
 DEFAULT_MODEL = "sam2.1_hiera_tiny"
+IMAGE_SIZES = ("auto", "256", "512", "768", "1024")
+"""The image size choices: the model's own, or a size for a fine-tune that is not registered."""
 
 __all__ = [
     "DEFAULT_MODEL",
     "DEVICES",
+    "IMAGE_SIZES",
+    "WINDOW_PRESETS",
     "ExportPanel",
     "ImagePanel",
+    "MeasurementsPanel",
     "ModelPanel",
     "PromptsPanel",
     "PropagatePanel",
@@ -48,15 +59,26 @@ class ImagePanel(QGroupBox):
         self.channel_combo = QComboBox()
         self.axes_info = QLabel()
         self.axes_info.setWordWrap(True)
+        self.window_combo = QComboBox()
+        self.window_combo.addItem("as shown", None)
+        for name in WINDOW_PRESETS:
+            self.window_combo.addItem(name, name)
+        self.window_combo.addItem("MR (0.5-99.5 % of non-zero)", "mr")
+        self.window_combo.setToolTip(
+            "Sets the image layer's contrast limits to a CT window (width / level in HU) or the "
+            "MR percentile rule; the model sees the image as the layer shows it"
+        )
         form.addRow("image", self.image_combo)
         form.addRow("track along", self.axis_combo)
         form.addRow("channel axis", self.channel_axis_combo)
         form.addRow("channel", self.channel_combo)
+        form.addRow("window", self.window_combo)
         form.addRow(self.axes_info)
 
 
 class ModelPanel(QGroupBox):
-    """The model (a named checkpoint, or a checkpoint file), its download and the device.
+    """The model (a named checkpoint: official or a registered fine-tune, or a checkpoint file),
+    the image size it runs at, its download and the device.
 
     Controls only: :class:`~napari_sam2.widget.model_view.ModelView` connects them to the
     model controller.
@@ -70,11 +92,23 @@ class ModelPanel(QGroupBox):
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(CHECKPOINT_NAMES))
         self.model_combo.setCurrentText(DEFAULT_MODEL)
+        self.model_combo.setToolTip(
+            "Official SAM 2 checkpoints and registered fine-tunes (MedSAM2 for medical images, "
+            "micro-sam for light microscopy); hover an entry for its source, download size, "
+            "licence and image size"
+        )
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("optional: a .pt checkpoint file")
         self.checkpoint_edit.setToolTip(
             "A checkpoint file in the official format: its model is recognised from the file "
             "(or give the model in the list). Applied on Return."
+        )
+        self.image_size_combo = QComboBox()
+        self.image_size_combo.addItems(list(IMAGE_SIZES))
+        self.image_size_combo.setToolTip(
+            "The input size the network runs at. auto: the model's own (1024 px; a registered "
+            "fine-tune's, e.g. 512 px for MedSAM2). Choose a size for a fine-tune's checkpoint "
+            "file that is not in the list, e.g. 512 for a MedSAM2-style file."
         )
         self.browse_button = QPushButton("...")
         self.browse_button.setMaximumWidth(30)
@@ -94,6 +128,7 @@ class ModelPanel(QGroupBox):
         self.device_combo.addItems(list(DEVICES))
         form.addRow("model", self.model_combo)
         form.addRow("checkpoint", row)
+        form.addRow("image size", self.image_size_combo)
         form.addRow("state", status_row)
         form.addRow(self.download_bar)
         form.addRow("device", self.device_combo)
@@ -190,3 +225,35 @@ class ExportPanel(QGroupBox):
         self.export_csv_button = QPushButton("CSV")
         for button in (self.export_tiff_button, self.export_ctc_button, self.export_csv_button):
             row.addWidget(button)
+
+
+class MeasurementsPanel(QGroupBox):
+    """The measurements of the output labels: what to measure them as, the Measure button, a
+    summary line and a sortable table whose rows lead to their frame when clicked."""
+
+    def __init__(self) -> None:
+        super().__init__("Measurements")
+        layout = QVBoxLayout(self)
+        self.kind_combo = QComboBox()
+        for text, kind in (("auto", "auto"), ("volume (z)", "z"), ("time-lapse (t)", "t")):
+            self.kind_combo.addItem(text, kind)
+        self.kind_combo.setToolTip(
+            "volume: per object its volume, slices and longest in-plane diameter (RECIST); "
+            "time-lapse: per object and frame its area, centroid and mean intensity; auto: "
+            "from the name (or unit) of the tracked axis"
+        )
+        self.measure_button = QPushButton("Measure")
+        row = QHBoxLayout()
+        row.addWidget(self.kind_combo, 1)
+        row.addWidget(self.measure_button)
+        self.summary_label = QLabel()
+        self.summary_label.setWordWrap(True)
+        self.table = QTableWidget(0, 0)
+        self.table.setSortingEnabled(True)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setMinimumHeight(120)
+        self.table.verticalHeader().setVisible(False)
+        layout.addLayout(row)
+        layout.addWidget(self.summary_label)
+        layout.addWidget(self.table)
