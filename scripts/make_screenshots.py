@@ -135,7 +135,7 @@ def ct_lesion() -> None:
     truth = tifffile.imread(case / "lesion_zyx.tif")
     sx, sy, sz = meta["spacing_xyz_mm"]
     viewer, widget = new_viewer()
-    viewer.add_image(volume, name="CT", colormap="gray", scale=(sz, sy, sx))
+    viewer.add_image(volume, name="CT", colormap="gray", scale=(sz, sy, sx), units="mm")
     viewer.dims.axis_labels = ("z", "y", "x")
     points, shapes, masks = widget.new_prompt_layers()
     middle = int(np.argmax(truth.reshape(len(truth), -1).sum(axis=1)))
@@ -155,7 +155,21 @@ def ct_lesion() -> None:
     wait_idle(widget)
     widget.go_to_frame(middle + 2)
     save(viewer, "ct_propagated.png")
+    save_widget(widget, "ct_measurements.png")
     viewer.close()
+
+
+def save_widget(widget, name: str) -> Path:
+    """The dock widget alone (its lower panels are below the fold in a viewer screenshot)."""
+    from PIL import Image
+
+    settle(None)
+    widget.resize(widget.width(), widget.sizeHint().height())
+    path = OUT / name
+    widget.grab().save(str(path))
+    Image.open(path).convert("RGB").quantize(colors=160).save(path, optimize=True)
+    print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} kB")
+    return path
 
 
 def main() -> int:

@@ -121,16 +121,18 @@ class ModelPanel(QGroupBox):
         self.download_button = QPushButton("Download")
         self.download_bar = QProgressBar()
         self.download_bar.setVisible(False)
-        status_row = QHBoxLayout()
-        status_row.addWidget(self.model_status, 1)
-        status_row.addWidget(self.download_button)
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICES))
         form.addRow("model", self.model_combo)
         form.addRow("checkpoint", row)
         form.addRow("image size", self.image_size_combo)
-        form.addRow("state", status_row)
-        form.addRow(self.download_bar)
+        # a wrapping label gets its full height only as a row of its own (not inside a box
+        # layout), so the state line is never cut off
+        form.addRow("state", self.model_status)
+        download_row = QHBoxLayout()
+        download_row.addWidget(self.download_bar, 1)
+        download_row.addWidget(self.download_button)
+        form.addRow(download_row)
         form.addRow("device", self.device_combo)
 
 
