@@ -102,3 +102,25 @@ def model_args(small_config_file, small_checkpoint) -> list[str]:
         "cpu",
         "--quiet",
     ]
+
+
+@pytest.fixture
+def weights_env(tmp_path, monkeypatch) -> Path:
+    """A weights store of the test's own: an empty cache under ``tmp_path``, no offline
+    folder, no lock timeout, no download-address override, and no proxy from outside that
+    could capture 127.0.0.1."""
+    from napari_sam2.weights import (
+        CACHE_ENV,
+        CHECKPOINT_NAMES,
+        LOCK_TIMEOUT_ENV,
+        WEIGHTS_ENV,
+        url_env,
+    )
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    for var in (WEIGHTS_ENV, LOCK_TIMEOUT_ENV, *(url_env(name) for name in CHECKPOINT_NAMES)):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    return tmp_path

@@ -25,7 +25,6 @@ from file_server import FileServer
 from napari_sam2 import cli
 from napari_sam2.api import load_model
 from napari_sam2.weights import (
-    CACHE_ENV,
     CHECKPOINT_NAMES,
     FINE_TUNES,
     MODEL_REGISTRY,
@@ -88,16 +87,9 @@ def micro_sam_file(tmp_path_factory, tiny_file) -> Path:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch) -> Path:
-    """An empty private cache, no offline folder, no proxy, no URL override."""
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    for name in CHECKPOINT_NAMES:
-        monkeypatch.delenv(url_env(name), raising=False)
-    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.upper(), raising=False)
-    return tmp_path
+def env(weights_env) -> Path:
+    """The test's own weights store (``weights_env`` in conftest.py)."""
+    return weights_env
 
 
 def _offline_folder(monkeypatch, tmp_path: Path, source: Path, name: str) -> Path:

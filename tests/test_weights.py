@@ -46,14 +46,9 @@ def make_checkpoint(seed: int = 0) -> bytes:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A private cache, no offline folder, and no proxy that could capture 127.0.0.1."""
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.upper(), raising=False)
-    return tmp_path
+def env(weights_env) -> Path:
+    """The test's own weights store (``weights_env`` in conftest.py)."""
+    return weights_env
 
 
 @pytest.fixture

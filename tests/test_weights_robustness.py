@@ -52,15 +52,9 @@ def make_checkpoint(seed: int = 0, **save_options) -> bytes:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A private cache, no offline folder, no lock timeout and no proxy from outside."""
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    for var in (WEIGHTS_ENV, LOCK_TIMEOUT_ENV):
-        monkeypatch.delenv(var, raising=False)
-    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.upper(), raising=False)
-    return tmp_path
+def env(weights_env) -> Path:
+    """The test's own weights store (``weights_env`` in conftest.py)."""
+    return weights_env
 
 
 @pytest.fixture

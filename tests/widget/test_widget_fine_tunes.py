@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_sam2.weights import CACHE_ENV, CHECKPOINT_NAMES, WEIGHTS_ENV, url_env
+from napari_sam2.weights import WEIGHTS_ENV
 from napari_sam2.widget.model_controller import ModelController
 from official_checkpoints import official_checkpoint
 from scripted_tracker import ScriptedObject, ScriptedTracker
@@ -38,16 +38,9 @@ def tiny_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def private_store(tmp_path, monkeypatch) -> Path:
-    """An empty weights cache of the test's own, no offline folder, no proxy or URL override."""
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    for name in CHECKPOINT_NAMES:
-        monkeypatch.delenv(url_env(name), raising=False)
-    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-        monkeypatch.delenv(var.upper(), raising=False)
-    return tmp_path
+def private_store(weights_env) -> Path:
+    """The test's own weights store (``weights_env`` in conftest.py)."""
+    return weights_env
 
 
 @pytest.fixture
