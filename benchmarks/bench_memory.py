@@ -1,12 +1,22 @@
-"""Peak resident memory of a command-line run over stacks of growing length.
+"""Peak resident memory of a tracking run over stacks of growing length.
 
 Makes a (N, 512, 512) uint16 stack of drifting blobs for each N, prompts one object (a click;
-``--objects 2`` adds a box around a second blob) on frame 0
-and runs ``napari-sam2 track`` (sam2.1_hiera_tiny with random weights: nothing to download)
-in a subprocess, reading that process's peak resident set size (``ru_maxrss`` from
-``os.wait4``). A tracker whose memory is bounded grows by well under 0.3 MB per frame.
+``--objects 2`` adds a box around a second blob) on frame 0 and tracks it forward with
+sam2.1_hiera_tiny with random weights (nothing to download), in a subprocess whose peak
+resident set size (``ru_maxrss``) is read. A tracker whose memory is bounded grows by well
+under 0.3 MB per frame.
+
+``--path cli`` (default) runs ``napari-sam2 track`` once per N and reads ``ru_maxrss`` from
+``os.wait4``. ``--path tracker`` goes through the Python API as the widget does: the stack in
+memory, ``Tracker(model, stack)`` with the default feature cache, ``add_points`` and
+``propagate``, in one subprocess for the largest N that reports its own ``ru_maxrss`` after
+each frame (the peak after frame N is the peak of an N-frame run: frames are tracked in order
+and nothing depends on later ones except the pointers' time scale). ``--no-trim`` turns off
+the per-frame ``malloc_trim`` of the tracker (napari_sam2.tracking.memory_trim) to measure
+without it.
 
     python benchmarks/bench_memory.py --frames 20 60 200 [--model sam2.1_hiera_tiny]
+    python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim]
 """
 
 from __future__ import annotations
@@ -86,15 +96,77 @@ def run(frames: int, model: str, objects: int, workdir: Path) -> dict:
     return {"frames": frames, "peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds}
 
 
+def tracker_child(stack_path: str, objects: int, model_name: str, trim: bool) -> None:
+    """Run in the subprocess: track through the Python API, print per-frame peaks as JSON."""
+    import resource
+
+    import torch
+
+    from napari_sam2.model import SAM2Config, build_sam2
+    from napari_sam2.tracking import Tracker, memory_trim
+
+    trim_seconds = [0.0]
+    release = memory_trim.release_freed_memory
+
+    def timed_release() -> bool:
+        t0 = time.perf_counter()
+        released = release()
+        trim_seconds[0] += time.perf_counter() - t0
+        return released
+
+    memory_trim.release_freed_memory = timed_release if trim else (lambda: False)
+    torch.manual_seed(0)
+    stack = tifffile.imread(stack_path)  # in memory, like a napari layer's data
+    model = build_sam2(SAM2Config.from_name(model_name), device="cpu").eval()
+    tracker = Tracker(model, stack)  # default feature cache, as the widget
+    tracker.add_points(0, 1, [(150, 200)], [1])
+    if objects == 2:
+        tracker.add_box(0, 2, [350, 270, 410, 330])
+    peaks = []
+    start = time.perf_counter()
+    for _ in tracker.propagate():
+        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"peaks": peaks, "seconds": seconds, "trim_seconds": trim_seconds[0]}))
+
+
+def run_tracker(frames: list[int], model: str, objects: int, trim: bool, workdir: Path) -> list:
+    """Peak RSS after each of ``frames`` tracked frames, from one API run over the largest."""
+    stack = workdir / f"stack_{max(frames)}.tif"
+    make_stack(stack, max(frames))
+    cmd = [sys.executable, __file__, "--child", str(stack), "--objects", str(objects)]
+    cmd += ["--model", model] + ([] if trim else ["--no-trim"])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    n = len(data["peaks"])
+    print(
+        f"tracked {n} frames in {data['seconds']:.1f} s ({data['seconds'] / n:.2f} s/frame), "
+        f"malloc_trim {1000 * data['trim_seconds'] / n:.2f} ms/frame"
+    )
+    return [
+        {"frames": f, "peak_rss_mb": data["peaks"][f - 1], "seconds": float("nan")} for f in frames
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[20, 60, 200])
     parser.add_argument("--model", default="sam2.1_hiera_tiny")
     parser.add_argument("--objects", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--path", choices=("cli", "tracker"), default="cli")
+    parser.add_argument("--no-trim", action="store_true", help="tracker path without malloc_trim")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the tracker path's subprocess
     args = parser.parse_args()
+    if args.child:
+        tracker_child(args.child, args.objects, args.model, not args.no_trim)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.frames:
+        if args.path == "tracker":
+            rows = run_tracker(args.frames, args.model, args.objects, not args.no_trim, Path(tmp))
+            for r in rows:
+                print(f"{r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:8.1f} MB", flush=True)
+        for n in args.frames if args.path == "cli" else []:
             rows.append(run(n, args.model, args.objects, Path(tmp)))
             r = rows[-1]
             print(

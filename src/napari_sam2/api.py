@@ -248,6 +248,7 @@ def track(
     *,
     checkpoint: str | os.PathLike | None = None,
     device: str = "auto",
+    precision: str = "auto",
     frame_axis: int = 0,
     channel_axis: int | None = None,
     channels: Sequence[int] | int | None = None,
@@ -279,7 +280,9 @@ def track(
     (a CT preset: ``"soft tissue"``, ``"abdomen"``, ``"lung"``, ``"brain"``,
     ``"mediastinum"``, ``"bone"``; ``(width, level)``; or ``"mr"``: see
     :func:`prepare_frames`); without either, uint8 stacks use 0..255 and others robust
-    percentiles.
+    percentiles. ``precision``: ``"auto"`` (bfloat16 autocast on GPUs and on CPUs with AMX or
+    AVX512-BF16, float32 elsewhere), ``"float32"`` or ``"bfloat16"``; see
+    :func:`napari_sam2.tracking.device.autocast_dtype`.
     """
     from napari_sam2.tracking.device import autocast_dtype, resolve_device
     from napari_sam2.tracking.tracker import Tracker
@@ -290,6 +293,8 @@ def track(
         stack = open_stack(stack, frame_axis=frame_axis).data
     records = _as_records(prompts, frame_axis, fixed)
     dev = resolve_device(device)
+    # an unknown precision fails here, before the model loads
+    dtype = autocast_dtype(dev, precision)
 
     def frames_of(size: int, limits: Sequence[float] | None, win: Any = None) -> FrameSource:
         return prepare_frames(
@@ -321,7 +326,7 @@ def track(
             net,
             frames,
             fill_hole_area=fill_hole_area,
-            dtype=autocast_dtype(dev),
+            dtype=dtype,
             feature_cache_bytes=0,
         )
         writer, table = LabelsWriter(labels), PresenceTable()

@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="random network weights (pipeline tests and memory benchmarks only)",
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="auto (default): bfloat16 autocast on GPUs and on CPUs with AMX or AVX512-BF16, "
+        "float32 elsewhere; float32 or bfloat16 forces it",
+    )
     p.add_argument("--axis", type=int, default=0, help="axis to propagate along (default 0)")
     p.add_argument("--channel-axis", type=int, help="channel axis of the stack, if any")
     p.add_argument(
@@ -209,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(cached, or in a $NAPARI_SAM2_WEIGHTS folder) or need a download.",
     )
     models.add_argument("--json", action="store_true", help="one JSON object per model")
+    from napari_sam2.batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub)  # napari-sam2 batch: many stacks on dask.distributed
     return parser
 
 
@@ -932,7 +942,12 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             limits = frames.contrast_limits
             frames.close()
             frames = frames_of(int(model.config.image_size), limits)
-        tracker = _make_tracker(model, frames, args.fill_holes, autocast_dtype(device))
+        tracker = _make_tracker(
+            model,
+            frames,
+            args.fill_holes,
+            autocast_dtype(device, getattr(args, "precision", "auto")),
+        )
         apply_prompts(tracker, records)
         passes = propagation_passes(
             shape[0], [r.frame for r in records], args.direction, args.start, args.max_frames
@@ -1127,6 +1142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_track(args, signals)
         if args.command == "models":
             return run_models(args)
+        if args.command == "batch":
+            from napari_sam2.batch import run_batch_command
+
+            return run_batch_command(args)
     except (KeyboardInterrupt, RunStopped) as stopped:
         signum = getattr(stopped, "signum", signal.SIGINT)
         print(

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_sam2.tracking import memory_trim
 from napari_sam2.tracking.device import resolve_device
 from napari_sam2.tracking.feature_cache import FeatureCache
 from napari_sam2.tracking.frame_order import propagation_frames
@@ -387,6 +388,11 @@ class Tracker:
                         obj.release_far_from(frame, self.memory_window)
                     outputs[obj.object_id] = out
                 result = self._result(frame, outputs, object_ids=[o.object_id for o in objects])
+            # The frame's temporaries are freed now; hand their heap pages back so that the
+            # heap's fragmentation does not grow the resident size frame after frame (see
+            # memory_trim). Done between frames, not inside the network, to keep it cheap.
+            feats = None
+            memory_trim.release_freed_memory()
             yield result
 
     def _preflight(self) -> None:

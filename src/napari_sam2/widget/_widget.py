@@ -497,12 +497,14 @@ class SAM2Widget(QWidget):
         """Worker thread: a tracker over the lazy (T, H, W[, C]) view of the image."""
         if self._tracker_factory is not None:
             return self._tracker_factory(frames, **kwargs)
-        from napari_sam2.tracking.device import autocast_dtype
         from napari_sam2.tracking.tracker import Tracker
 
         model = self._load_model(spec.model_key)
-        # bfloat16 (or float16) autocast on GPUs, float32 on the CPU
-        kwargs["dtype"] = autocast_dtype(next(model.parameters()).device)
+        # the precision the session was keyed with (auto: bfloat16 autocast on GPUs and on
+        # CPUs with native bfloat16, float32 elsewhere), as the model state line says
+        controller = self.model_controller
+        precision = controller.precision_of_key(tuple(spec.model_key))
+        kwargs["dtype"] = controller.compute_dtype(next(model.parameters()), precision)
         return Tracker(model, frames, **kwargs)
 
     def _ensure_output_layer(self, image: Image, plan: AxisPlan) -> Labels:

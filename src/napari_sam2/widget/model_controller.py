@@ -156,6 +156,8 @@ class ModelController:
         self.image_size: int | None = None
         """The input size asked for (None: the model's own, see :meth:`set_image_size`)."""
         self.device: str = "auto"
+        self.precision: str = "auto"
+        """``auto``, ``float32`` or ``bfloat16``: see :meth:`set_precision`."""
         self.loaded: tuple[ModelRequest, Any] | None = None
         """The model in memory and the request it was loaded for."""
         self.downloading: str | None = None
@@ -220,6 +222,32 @@ class ModelController:
     def set_device(self, device: str) -> None:
         self.device = device
 
+    def set_precision(self, precision: str) -> None:
+        """Compute in ``precision``: ``auto`` (bfloat16 autocast on GPUs and on CPUs with AMX
+        or AVX512-BF16, float32 elsewhere), ``float32`` or ``bfloat16`` (autocast).
+
+        Raises ValueError for another name. It applies from the next session on: it is part
+        of :meth:`key`, so the widget makes a new tracker with it (the model stays loaded).
+        """
+        from napari_sam2.tracking.device import PRECISIONS
+
+        choice = str(precision).strip().lower()
+        if choice not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        self.precision = choice
+
+    def compute_dtype(self, parameter: Any, precision: str | None = None) -> Any:
+        """The autocast dtype of trackers for a model whose parameters are like ``parameter``
+        (a tensor), under ``precision`` (default: the current choice); None: no autocast."""
+        import torch
+
+        from napari_sam2.tracking.device import autocast_dtype
+
+        choice = precision or self.precision
+        if choice == "auto" and parameter.dtype != torch.float32:
+            return None  # a float64 (or half) model chose its precision itself: keep it
+        return autocast_dtype(parameter.device, choice)
+
     def set_image_size(self, size: int | str | None) -> None:
         """Run the model at ``size`` pixels (None, "" or "auto": its own size).
 
@@ -245,14 +273,24 @@ class ModelController:
         and the image size where one is asked for.
 
         The list entry is part of it so that choosing another model for the same file makes a
-        new session (with the new model, or its error) rather than keeping the old one.
+        new session (with the new model, or its error) rather than keeping the old one. A
+        precision other than ``auto`` ends it as ``("precision", name)``: choosing one makes a
+        new session (a new tracker; the model stays loaded).
         """
         key = (self.checkpoint or self.name, self.device, self.name)
-        return key if self.image_size is None else (*key, self.image_size)
+        key = key if self.image_size is None else (*key, self.image_size)
+        return key if self.precision == "auto" else (*key, ("precision", self.precision))
+
+    @staticmethod
+    def precision_of_key(key: tuple) -> str:
+        """The precision a :meth:`key` was taken with (``auto`` where it names none)."""
+        tagged = [k for k in key if isinstance(k, tuple) and len(k) == 2 and k[0] == "precision"]
+        return str(tagged[-1][1]) if tagged else "auto"
 
     def request_for_key(self, key: tuple) -> ModelRequest:
         """The request behind a :meth:`key` read earlier. A 2-tuple (text, device) is read as
         before: a text that is no list entry is a checkpoint path for the chosen entry."""
+        key = tuple(k for k in key if not isinstance(k, tuple))  # the precision: not the model's
         text, device = key[0], key[1]
         name = key[2] if len(key) > 2 else None
         size = key[3] if len(key) > 3 else None
@@ -289,7 +327,7 @@ class ModelController:
         if failure is not None and failure.concerns(request):
             return f"{failure.kind} failed: {failure.error.summary}"
         if self.loaded is not None and self.loaded[0] == request:
-            return f"loaded: {self.describe_loaded(full_path=False)}"
+            return f"loaded: {self.describe_loaded(full_path=False)}{self._precision_note()}"
         # a custom entry (a built model or a config) has its own size: the choice is not applied
         asked = self.image_size is not None and self.name not in self.custom
         at = f" at {self.image_size} px" if asked else ""
@@ -318,6 +356,19 @@ class ModelController:
             # what the user takes on: where it is from, how big, its licence, its size
             return f"{state} · {info.source} · {info.summary()}"
         return state
+
+    def _precision_note(self) -> str:
+        """`` · bfloat16 autocast`` where trackers of the loaded model run under autocast ("":
+        in the parameters' dtype, which the state line shows already)."""
+        assert self.loaded is not None
+        model = self.loaded[1]
+        parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        if parameter is None:
+            return ""
+        from napari_sam2.tracking.device import precision_label
+
+        dtype = self.compute_dtype(parameter)
+        return "" if dtype is None else f" · {precision_label(dtype)}"
 
     def detail(self) -> str:
         """The long form of :meth:`status` (the state line's tooltip): full paths, URLs, hints."""

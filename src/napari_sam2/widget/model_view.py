@@ -54,6 +54,7 @@ class ModelView(QObject):
         panel.browse_button.clicked.connect(self.browse)
         panel.download_button.clicked.connect(self.download)
         panel.device_combo.currentTextChanged.connect(self._on_device_chosen)
+        panel.precision_combo.currentTextChanged.connect(self._on_precision_chosen)
         panel.image_size_combo.currentTextChanged.connect(self._on_image_size_chosen)
         self._loading.connect(self._on_loading)
         self._loaded.connect(self._on_loaded)
@@ -158,6 +159,9 @@ class ModelView(QObject):
         device = panel.device_combo.currentText()
         if device:
             controller.set_device(device)
+        precision = panel.precision_combo.currentText()
+        if precision:
+            controller.set_precision(precision)
         self._apply_image_size(panel.image_size_combo.currentText())
 
     def _on_model_chosen(self, name: str) -> None:
@@ -174,6 +178,11 @@ class ModelView(QObject):
     def _on_device_chosen(self, device: str) -> None:
         self.controller.set_device(device)
         self.render()
+
+    def _on_precision_chosen(self, precision: str) -> None:
+        if precision:
+            self.controller.set_precision(precision)
+            self.render()
 
     def _on_image_size_chosen(self, text: str) -> None:
         self._apply_image_size(text)
@@ -238,6 +247,10 @@ class ModelView(QObject):
             panel.device_combo.blockSignals(True)
             panel.device_combo.setCurrentText(controller.device)
             panel.device_combo.blockSignals(False)
+        if panel.precision_combo.currentText() != controller.precision:
+            panel.precision_combo.blockSignals(True)
+            panel.precision_combo.setCurrentText(controller.precision)
+            panel.precision_combo.blockSignals(False)
         panel.model_status.setText(controller.status())
         panel.model_status.setToolTip(controller.detail())
         panel.download_button.setEnabled(controller.can_download())
