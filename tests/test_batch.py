@@ -261,3 +261,21 @@ def test_lazy_export():
     import napari_sam2
 
     assert napari_sam2.track_batch is run_batch
+
+
+def test_folder_pattern_finds_each_stacks_prompts(tmp_path, small, thread_client):
+    _make_stacks(tmp_path, count=3)  # s0, s1, s2 with s0.csv ... beside them
+    (tmp_path / "s1.csv").rename(tmp_path / "s1_prompts.csv")
+    summary = run_batch(
+        tmp_path / "s*.tif", tmp_path / "out", client=thread_client, quiet=True, **small
+    )
+    assert sorted((r.stack, r.status) for r in summary.rows) == [
+        ("s0", "done"),
+        ("s1", "done"),
+        ("s2", "done"),
+    ]
+    (tmp_path / "s2.csv").unlink()
+    with pytest.raises(BatchError, match=r"s2.tif has no prompts file beside it"):
+        run_batch(tmp_path / "s*.tif", tmp_path / "o2", client=thread_client, quiet=True, **small)
+    with pytest.raises(BatchError, match="no stack matches"):
+        run_batch(tmp_path / "x*.tif", tmp_path / "o3", client=thread_client, quiet=True, **small)

@@ -264,10 +264,46 @@ def stack_name(stack: str) -> str:
     return Path(name).stem or name
 
 
+PROMPT_SUFFIXES = (".json", ".csv", "_prompts.json", "_prompts.csv")
+"""Where a folder pattern finds a stack's prompts: ``<stack name><suffix>`` beside it."""
+
+
+def is_pattern(manifest: str | os.PathLike) -> bool:
+    """A folder pattern (``plate1/*.tif``) instead of a manifest file."""
+    return any(c in Path(manifest).name for c in "*?[")
+
+
+def rows_of_pattern(pattern: str | os.PathLike) -> list[dict[str, str]]:
+    """Manifest rows for the stacks a folder pattern matches, each with the prompts file named
+    like the stack beside it (``a.tif`` -> ``a.json``, ``a.csv``, ``a_prompts.json`` or
+    ``a_prompts.csv``); paths relative to the pattern's folder."""
+    pattern = Path(pattern)
+    folder = pattern.parent
+    stacks = sorted(
+        p for p in folder.glob(pattern.name) if p.suffix.lower() not in (".json", ".csv")
+    )
+    if not stacks:
+        raise BatchError(f"no stack matches {pattern}")
+    rows = []
+    for stack in stacks:
+        name = stack_name(stack.name)
+        found = [folder / f"{name}{suffix}" for suffix in PROMPT_SUFFIXES]
+        prompts = next((p for p in found if p.is_file()), None)
+        if prompts is None:
+            raise BatchError(
+                f"{stack} has no prompts file beside it: name it {name}.json or {name}.csv "
+                "(or write a manifest)"
+            )
+        rows.append({"stack": stack.name, "prompts": prompts.name})
+    return rows
+
+
 def read_manifest(manifest: str | os.PathLike) -> list[dict[str, str]]:
     """The rows of a manifest (CSV with a header row, or a ``.json`` list of objects), each a
-    dict of column name (lower case, dashes) to cell text; refused with a :class:`BatchError`
-    that names the problem."""
+    dict of column name (lower case, dashes) to cell text; or of a folder pattern (see
+    :func:`rows_of_pattern`). Refused with a :class:`BatchError` that names the problem."""
+    if is_pattern(manifest):
+        return rows_of_pattern(manifest)
     path = Path(manifest)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -631,7 +667,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "0 all done, 2 refused (nothing ran), 3 at least one stack failed "
         "(OUT/batch_summary.csv says why). See docs/batch.md.",
     )
-    p.add_argument("manifest", help="the manifest: .csv with a header row, or .json")
+    p.add_argument(
+        "manifest",
+        help="the manifest: .csv with a header row, or .json; or a folder pattern in quotes "
+        "('plate1/*.tif') with each stack's prompts beside it as NAME.json or NAME.csv",
+    )
     p.add_argument("--out", required=True, help="output folder: one folder per stack in it")
     p.add_argument("--model", metavar="NAME_OR_PATH", help="as for track, for every stack")
     p.add_argument("--checkpoint", metavar="PATH", help="as for track, for every stack")
