@@ -115,3 +115,22 @@ def test_viewer_stays_responsive_during_propagation(add_widget, run_and_wait, sm
     assert frames_seen.count("frame") == 12
     # The event loop kept running timers while the worker propagated.
     assert sum(ticks) >= 10
+
+
+def test_choosing_bfloat16_runs_the_tracker_under_autocast_and_says_so(
+    add_widget, run_and_wait, small_model, frames
+):
+    viewer, widget = add_widget(frames)
+    widget.use_model(small_model, "small (test)")
+    combo = widget.model_view.panel.precision_combo
+    combo.setCurrentIndex(combo.findText("bfloat16"))  # what choosing it in the list does
+    points, _, _ = widget.new_prompt_layers()
+    run_and_wait(widget, lambda: click(points, (0, 128.0, 64.0), 1))
+    assert widget.session.tracker._autocast_dtype == torch.bfloat16
+    assert "bfloat16 autocast" in widget.model_status.text()
+    assert 1 in widget._output_layer().data[0]
+
+    combo.setCurrentIndex(combo.findText("float32"))  # back: a new session in float32
+    run_and_wait(widget, lambda: click(points, (0, 64.0, 64.0), 2))
+    assert widget.session.tracker._autocast_dtype is None
+    assert "bfloat16" not in widget.model_status.text()
