@@ -4,6 +4,7 @@ Headless (no napari, no Qt): :class:`Tracker` takes a :class:`napari_sam2.model.
 an array-like stack of frames; see ``docs/architecture.md`` and ``DESIGN.md``.
 """
 
+from napari_sam2.tracking.everything import segment_everything
 from napari_sam2.tracking.frame_order import propagation_frames
 from napari_sam2.tracking.frames import FrameSource, stack_view
 from napari_sam2.tracking.results import PLACEHOLDER_LOGIT, FrameResult
@@ -16,4 +17,5 @@ __all__ = [
     "stack_view",
     "PLACEHOLDER_LOGIT",
     "propagation_frames",
+    "segment_everything",
 ]
