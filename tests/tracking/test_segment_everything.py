@@ -98,3 +98,28 @@ def test_small_regions_and_holes_are_removed(small_model, image):
 def test_bad_images_are_refused(small_model):
     with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\)"):
         segment_everything(small_model, np.zeros((2, 3, 4, 5)))
+
+
+def test_tracker_segments_a_frame_on_its_cached_features(small_model):
+    from napari_sam2.tracking import Tracker
+
+    stack = moving_blob_stack(frames=3, size=96)
+    alone = everything(small_model, stack[1], contrast_limits=(0, 255))
+    with Tracker(small_model, stack, contrast_limits=(0, 255)) as tracker:
+        calls = []
+        encode = small_model.encode_image
+        small_model.encode_image = lambda x: calls.append(1) or encode(x)
+        try:
+            first = tracker.segment_everything(
+                1, points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0
+            )
+            again = tracker.segment_everything(
+                1, points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0
+            )
+        finally:
+            del small_model.encode_image
+    assert len(calls) == 1  # the second call used the cached features
+    assert [r["point_coords"] for r in first] == [r["point_coords"] for r in alone]
+    for a, b, c in zip(first, alone, again, strict=True):
+        np.testing.assert_array_equal(a["segmentation"], b["segmentation"])
+        np.testing.assert_array_equal(a["segmentation"], c["segmentation"])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from napari_sam2.tracking.frames import FrameSource
 
-__all__ = ["segment_everything", "point_grid"]
+__all__ = ["segment_everything", "segment_everything_in_features", "point_grid"]
 
 
 def point_grid(points_per_side: int, height: int, width: int) -> np.ndarray:
@@ -105,13 +105,13 @@ def segment_everything(
 
     ``min_mask_region_area`` > 0 removes disconnected regions and holes smaller than that from
     each mask, and then suppresses overlaps again (masks left unchanged win). Deterministic.
+    A :class:`~napari_sam2.tracking.Tracker` does the same on a frame of its stack with the
+    features it has cached: ``tracker.segment_everything(frame_index)``.
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
-    if int(points_per_batch) < 1:
-        raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
-    height, width = image.shape[:2]
+    check_everything_options(points_per_side, points_per_batch)
     size = int(model.config.image_size)
     param = next(model.parameters())
     frames = FrameSource(image[None], size, contrast_limits=contrast_limits, prefetch=0)
@@ -120,6 +120,49 @@ def segment_everything(
     finally:
         frames.close()
     feats = model.encode_image(x[None])
+    return segment_everything_in_features(
+        model,
+        feats,
+        image.shape[:2],
+        points_per_side,
+        pred_iou_thresh,
+        stability_score_thresh,
+        box_nms_thresh,
+        min_mask_region_area,
+        points_per_batch=points_per_batch,
+        stability_score_offset=stability_score_offset,
+        mask_threshold=mask_threshold,
+    )
+
+
+def check_everything_options(points_per_side: int, points_per_batch: int) -> None:
+    """Clear errors for grid and batch sizes that cannot work."""
+    if int(points_per_side) < 1:
+        raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+    if int(points_per_batch) < 1:
+        raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+
+
+@torch.inference_mode()
+def segment_everything_in_features(
+    model: Any,
+    feats: Any,
+    frame_shape: tuple[int, int],
+    points_per_side: int = 32,
+    pred_iou_thresh: float = 0.8,
+    stability_score_thresh: float = 0.95,
+    box_nms_thresh: float = 0.7,
+    min_mask_region_area: int = 0,
+    *,
+    points_per_batch: int = 64,
+    stability_score_offset: float = 1.0,
+    mask_threshold: float = 0.0,
+) -> list[dict[str, Any]]:
+    """:func:`segment_everything` on a frame already encoded (``model.encode_image``'s
+    features of one frame), with masks at ``frame_shape`` (H, W)."""
+    check_everything_options(points_per_side, points_per_batch)
+    height, width = (int(v) for v in frame_shape)
+    size = int(model.config.image_size)
     pix = model.add_no_memory_embedding(feats.vision)
     prompts = model.sam_prompt_encoder
     decoder = model.sam_mask_decoder

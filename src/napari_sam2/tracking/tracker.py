@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from napari_sam2.tracking import memory_trim
 from napari_sam2.tracking.device import resolve_device
+from napari_sam2.tracking.everything import segment_everything_in_features
 from napari_sam2.tracking.feature_cache import FeatureCache
 from napari_sam2.tracking.frame_order import propagation_frames
 from napari_sam2.tracking.frames import FrameSource
@@ -345,6 +346,18 @@ class Tracker:
             yield from results
         finally:
             self._running.release()
+
+    def segment_everything(self, frame_index: int, **options: Any) -> list[dict[str, Any]]:
+        """Every object SAM 2 finds on a frame of the stack, as
+        :func:`napari_sam2.tracking.segment_everything` records (same options and defaults),
+        computed on the frame's cached features: the image encoder runs at most once per frame
+        for tracking and segmenting together. Allowed while a propagation runs."""
+        frame = check_frame(frame_index, self.num_frames)
+        with self._compute():
+            feats = self._image_features(frame)
+            return segment_everything_in_features(
+                self.model, feats, (self.height, self.width), **options
+            )
 
     def stored_output(self, object_id: int, frame_index: int) -> StoredOutput | None:
         """The model-resolution output kept for an object on a frame (None if none is kept)."""
