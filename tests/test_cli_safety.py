@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -306,7 +307,9 @@ def test_corrupt_page_mid_run_keeps_the_frames_done(tmp_path, model_args, capsys
     argv = track_argv(stack, prompts, out) + ["--direction", "forward"]
     assert cli.main(argv + model_args) == cli.EXIT_PARTIAL == 3
     err = capsys.readouterr().err
-    assert f"cannot read frame {bad} of {stack}: zlib.error" in err
+    # the codec's own error names it: zlib.error, or imagecodecs.DeflateError where
+    # imagecodecs is installed
+    assert re.search(rf"cannot read frame {bad} of .*movie\.tif: \S*(zlib|Deflate)", err)
     assert f"{bad} of {frames} frames tracked" in err and "Traceback" not in err
     assert tifffile.imread(out / "labels.tif").shape == (frames, 48, 48)
     rows = (out / "presence.csv").read_text().splitlines()[1:]

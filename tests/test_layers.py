@@ -65,6 +65,7 @@ QT_FREE_WIDGET_MODULES = (
     "prompt_controller",
     "propagation",
     "session",
+    "track_all_controller",
 )
 FORBIDDEN.update({f"napari_sam2.widget.{name}": QT for name in QT_FREE_WIDGET_MODULES})
 ROOT_FORBIDDEN = GUI  # napari_sam2/__init__.py: napari imports it to discover the plugin

@@ -3,6 +3,12 @@
 >>> from napari_sam2.api import track
 >>> result = track("nuclei.tif", "points.csv", model="sam2.1_hiera_tiny")
 >>> result.labels.shape, result.table.segments(1)
+
+Every object, found by itself (seeds, new objects, divisions, ends):
+
+>>> from napari_sam2.api import track_all
+>>> auto = track_all("nuclei.tif", model="sam2.1_hiera_tiny")
+>>> auto.labels.shape, auto.lineage.divisions(), auto.decisions[:3]
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +33,10 @@ from napari_sam2.tracking.prompts_io import (
 )
 
 __all__ = [
+    "AutoTrackResult",
     "TrackResult",
     "track",
+    "track_all",
     "load_model",
     "measure",
     "prepare_frames",
@@ -47,6 +55,25 @@ class TrackResult:
     labels: Any
     table: PresenceTable
     frames_written: set[int]
+
+
+@dataclass
+class AutoTrackResult:
+    """The result of :func:`track_all`: labels (T, H, W) uint16 with track k as label k (gaps
+    where it is absent; frames before the start frame, or not reached, are empty), the
+    :class:`~napari_sam2.tracking.lineage.Lineage` (tracks, parents), the presence table and
+    every decision taken (:class:`~napari_sam2.tracking.lineage.Decision`, with its reason)."""
+
+    labels: Any
+    lineage: Any
+    table: PresenceTable
+    decisions: list
+    frames_written: set[int] = field(default_factory=set)
+
+    @property
+    def parents(self) -> dict[int, int]:
+        """``{track id: parent id}`` of the tracks that have a parent (divisions)."""
+        return {k: s.parent_id for k, s in self.lineage.spans.items() if s.parent_id}
 
 
 def load_model(
@@ -395,3 +422,176 @@ def _checked_labels(labels: Any, shape: tuple[int, int, int], records: Sequence[
             "opened with mode='r+')"
         )
     return labels
+
+
+def read_seed_labels(seeds: Any, start_frame: int, shape: tuple[int, int]) -> np.ndarray:
+    """The (H, W) seed label plane of ``seeds``: an (H, W) integer array, a (T, H, W) one
+    (its plane ``start_frame``) or the path of a label file (TIFF, ``.npy``, zarr: read as
+    :func:`napari_sam2.stack_files.open_stack` reads stacks). Checked against the frames'
+    ``shape`` (H, W); labels must be integers in 0..65535 with at least one object."""
+    from napari_sam2.tracking.prompt_checks import MAX_OBJECT_ID
+
+    where = "seed labels"
+    if isinstance(seeds, (str, os.PathLike)):
+        from napari_sam2.stack_files import open_stack
+
+        where = f"seed labels {seeds}"
+        opened = open_stack(seeds)
+        try:
+            data = opened.data
+            if len(data.shape) == 3:
+                if not 0 <= start_frame < data.shape[0]:
+                    raise ValueError(
+                        f"{where} hold {data.shape[0]} frames: no frame {start_frame} to seed from"
+                    )
+                data = data[start_frame]
+            plane = np.asarray(data)
+        finally:
+            close = getattr(opened.data, "close", None)
+            if close is not None:
+                close()
+    else:
+        plane = np.asarray(seeds)
+        if plane.ndim == 3:
+            if not 0 <= start_frame < plane.shape[0]:
+                raise ValueError(
+                    f"{where} hold {plane.shape[0]} frames: no frame {start_frame} to seed from"
+                )
+            plane = plane[start_frame]
+    if plane.ndim != 2:
+        raise ValueError(f"{where} must be (H, W) or (T, H, W), got shape {plane.shape}")
+    if plane.dtype.kind not in "iub":
+        raise TypeError(f"{where} must hold integer labels, got {plane.dtype}")
+    if tuple(plane.shape) != tuple(shape):
+        raise ValueError(
+            f"{where} of shape {plane.shape} do not match the frames {tuple(shape)} (H, W)"
+        )
+    top, low = (int(plane.max()), int(plane.min())) if plane.size else (0, 0)
+    if low < 0 or top > MAX_OBJECT_ID:
+        raise ValueError(f"{where} must lie in 0..{MAX_OBJECT_ID}, found {low}..{top}")
+    if top == 0:
+        raise ValueError(
+            f"{where} hold no object on frame {start_frame} (all 0); give labels with the "
+            "objects to track, or no seeds to segment everything"
+        )
+    return plane
+
+
+def track_all(
+    stack: Any,
+    model: Any = "sam2.1_hiera_tiny",
+    seeds: Any = None,
+    start_frame: int = 0,
+    settings: Any = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    frame_axis: int = 0,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | int | None = None,
+    fixed: Mapping[int, int] | None = None,
+    contrast_limits: Sequence[float] | None = None,
+    window: str | Sequence[float] | None = None,
+    max_frames: int | None = None,
+    fill_hole_area: int = DEFAULT_FILL_HOLE_AREA,
+    labels: Any = None,
+    random_weights: bool = False,
+    segmenter: Callable[[int], Sequence[np.ndarray]] | None = None,
+    on_frame: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> AutoTrackResult:
+    """Find and track every object of ``stack`` by itself, forward from ``start_frame``.
+
+    Seeds: ``seeds=None`` segments everything on ``start_frame`` (SAM 2's automatic mask
+    generator; its options in ``settings.everything``, e.g. ``{"points_per_side": 16}``);
+    otherwise ``seeds`` is a label image, (H, W) or (T, H, W) (then its plane ``start_frame``),
+    or the path of a label file, and each nonzero label becomes an object with that id. Then
+    every frame is tracked in turn (:class:`napari_sam2.tracking.track_all.TrackAll`): every
+    ``settings.discover_every``-th frame new objects are looked for, an object that splits
+    in two divides into two daughters (new ids, the parent in the lineage), and one absent on
+    more than ``settings.end_after`` frames ends. ``settings`` is a
+    :class:`~napari_sam2.tracking.track_all.TrackAllSettings` (or a dict of its fields).
+
+    ``stack``, ``model`` and the device, precision, axis, channel and intensity options are
+    those of :func:`track`. ``max_frames``: the start frame and this many more. ``labels``: a
+    writable (T, H, W) integer array to write into (default a new uint16 array). ``segmenter``
+    replaces segment-everything (``segmenter(frame) -> list of (H, W) bool masks``).
+    ``on_frame(auto_frame)`` is called with each
+    :class:`~napari_sam2.tracking.track_all.AutoFrame` as it is written (frames come in order,
+    ``settings.division_frames - 1`` frames late); ``should_stop()`` is polled after each, and
+    True stops the run, keeping the frames written. Seeds and options are checked before the
+    model loads.
+    """
+    from napari_sam2.tracking.device import autocast_dtype, resolve_device
+    from napari_sam2.tracking.track_all import TrackAll, TrackAllSettings
+    from napari_sam2.tracking.tracker import Tracker
+
+    if settings is None:
+        settings = TrackAllSettings()
+    elif isinstance(settings, Mapping):
+        settings = TrackAllSettings(**settings)
+    if isinstance(stack, (str, os.PathLike)):
+        from napari_sam2.stack_files import open_stack
+
+        stack = open_stack(stack, frame_axis=frame_axis).data
+    dev = resolve_device(device)
+    dtype = autocast_dtype(dev, precision)  # an unknown precision fails before the model loads
+
+    def frames_of(size: int, limits: Sequence[float] | None, win: Any = None) -> FrameSource:
+        return prepare_frames(
+            stack,
+            size,
+            frame_axis=frame_axis,
+            channel_axis=channel_axis,
+            channels=channels,
+            fixed=fixed,
+            contrast_limits=limits,
+            window=win,
+        )
+
+    frames = frames_of(_image_size_hint(model), contrast_limits, window)
+    try:
+        shape = (len(frames), frames.height, frames.width)
+        if int(start_frame) != start_frame or not 0 <= start_frame < shape[0]:
+            raise ValueError(f"start_frame {start_frame} is outside the stack (0..{shape[0] - 1})")
+        if max_frames is not None and (int(max_frames) != max_frames or max_frames < 0):
+            raise ValueError(f"max_frames must be a non-negative integer, got {max_frames}")
+        plane = None if seeds is None else read_seed_labels(seeds, start_frame, shape[1:])
+        labels = _checked_labels(labels, shape, [])
+        if np.iinfo(np.dtype(labels.dtype)).max < 65535:
+            raise ValueError(
+                f"labels of dtype {labels.dtype} cannot hold the ids automatic tracking gives "
+                "(up to 65535): pass uint16 or wider labels"
+            )
+        net = load_model(model, checkpoint, dev, random_weights=random_weights)
+        if int(net.config.image_size) != frames.image_size:
+            limits = frames.contrast_limits
+            frames.close()
+            frames = frames_of(int(net.config.image_size), limits)
+        # segment-everything and tracking share each frame's features: only the frame in
+        # progress is needed, so the cache holds just that one
+        tracker = Tracker(
+            net, frames, fill_hole_area=fill_hole_area, dtype=dtype, feature_cache_bytes=0
+        )
+        table = PresenceTable()
+        auto = TrackAll(tracker, settings, segmenter, presence=table)
+        if plane is None:
+            auto.seed_from_everything(start_frame)
+        else:
+            auto.seed_from_labels(start_frame, plane)
+        written: set[int] = set()
+        run = auto.run(start_frame=start_frame, max_frames=max_frames)
+        try:
+            for step in run:
+                labels[step.frame_index] = step.labels
+                written.add(step.frame_index)
+                if on_frame is not None:
+                    on_frame(step)
+                if should_stop is not None and should_stop():
+                    break
+        finally:
+            run.close()
+    finally:
+        frames.close()
+    return AutoTrackResult(labels, auto.lineage, table, auto.decisions, written)

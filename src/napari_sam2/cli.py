@@ -1,6 +1,7 @@
 """The ``napari-sam2`` command line: track prompted objects through a stack, headless.
 
     napari-sam2 track STACK --prompts POINTS.csv --out OUT [options]
+    napari-sam2 track STACK --auto [--seeds LABELS.tif] --out OUT [options]   (cli_auto.py)
 
 Nothing the user has is lost: every check that needs no model (options, outputs against every
 input, the stack, the prompts, earlier results under OUT, a writable output folder) runs before
@@ -94,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--prompts",
-        required=True,
         help="prompt file: a napari Points layer saved as CSV (columns object_id and positive "
-        "optional) or a JSON list of points, boxes and masks per frame and object",
+        "optional) or a JSON list of points, boxes and masks per frame and object (needed "
+        "unless --auto)",
     )
     p.add_argument(
         "--out",
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         "refused before any work)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    from napari_sam2.cli_auto import add_auto_arguments
+
+    add_auto_arguments(p)  # napari-sam2 track --auto
     models = sub.add_parser(
         "models",
         help="list the models --model takes by name",
@@ -258,6 +262,8 @@ class Outputs:
                 "csv": base.with_name(base.name + ".csv"),
                 "ctc": base.with_name(base.name + "_ctc"),
                 "measurements": base.with_name(base.name + ".measurements.csv"),
+                "geff": base.with_name(base.name + ".geff"),
+                "decisions": base.with_name(base.name + ".decisions.json"),
             }
             record = base.with_name(base.name + ".run.json")
             folder = None
@@ -270,6 +276,8 @@ class Outputs:
                 "csv": out_path / "presence.csv",
                 "ctc": out_path / "ctc",
                 "measurements": out_path / "measurements.csv",
+                "geff": out_path / "lineage.geff",
+                "decisions": out_path / "decisions.json",
             }
             record = out_path / RECORD_NAME
             folder = dest = out_path
@@ -314,10 +322,10 @@ class Outputs:
                         f"--out would write the {kind} output {path} inside the {what} "
                         f"{given}; choose an --out outside it"
                     )
-                if kind == "ctc" and source.is_relative_to(target):
+                if kind in ("ctc", "geff") and source.is_relative_to(target):
                     raise CliError(
-                        f"the {what} {given} lies in the folder {path}, whose files the ctc "
-                        "output replaces; choose another --out"
+                        f"the {what} {given} lies in the folder {path}, whose files the "
+                        f"{kind} output replaces; choose another --out"
                     )
 
     def existing(self) -> list[Path]:
@@ -356,8 +364,12 @@ class Outputs:
 def _input_files(args: argparse.Namespace, model_path: Path | None) -> list[tuple[str, Path]]:
     """Every file the run reads, with what it is: stack, prompts (and the mask files a JSON
     prompt file names), config, checkpoint, --model path."""
-    inputs = [("stack", Path(args.stack)), ("prompt file", Path(args.prompts))]
-    inputs += [("mask prompt", path) for path in _mask_files(Path(args.prompts))]
+    inputs = [("stack", Path(args.stack))]
+    if args.prompts:
+        inputs.append(("prompt file", Path(args.prompts)))
+        inputs += [("mask prompt", path) for path in _mask_files(Path(args.prompts))]
+    if getattr(args, "seeds", None):
+        inputs.append(("seed labels", Path(args.seeds)))
     if args.config is not None:
         inputs.append(("config", Path(args.config)))
     if args.checkpoint is not None:
@@ -763,6 +775,7 @@ def _export(
     opened: Any,
     args: argparse.Namespace,
     image: Any = None,
+    auto: Any = None,
 ):
     """Write every output (each atomically); the previous run's record goes first, so that a
     set interrupted half-way carries no record claiming it is complete."""
@@ -779,6 +792,8 @@ def _export(
     scale, units = _geometry(opened, axes)
     for fmt, path in outputs.paths.items():
         try:
+            if auto is not None and auto.write(fmt, path, labels, scale, units):
+                continue  # ctc/ with parents, lineage.geff, decisions.json
             if fmt == "tiff" and _is_nifti_name(path):
                 _export_labels_nifti(path, labels, opened, args.axis)
             elif fmt == "tiff":
@@ -822,6 +837,7 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
     writes into a scratch file inside the output folder; then the outputs and, last, the run
     record. ``signals`` (installed by :func:`main`) says when a stop signal has arrived.
     """
+    from napari_sam2 import cli_auto
     from napari_sam2.api import load_model, prepare_frames
     from napari_sam2.model import FINE_TUNE_NAMES, MODEL_NAMES, SAM2Config
     from napari_sam2.outputs import LabelsWriter, OutputWriteError, PresenceTable, propagate_into
@@ -834,6 +850,10 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
     formats = list(dict.fromkeys(args.format or ["tiff", "csv"]))
     if getattr(args, "measure", None):
         formats.append("measurements")
+    cli_auto.check_options(args)
+    auto = cli_auto.AutoRun(args) if getattr(args, "auto", False) else None
+    if auto is not None:
+        formats = list(dict.fromkeys([*formats, *cli_auto.AUTO_FORMATS]))
     outputs = Outputs.plan(args.out, formats, labels_name=_labels_name(args.stack))
     if args.fill_holes < 0:
         raise CliError(f"--fill-holes must be >= 0, got {args.fill_holes}")
@@ -885,7 +905,7 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             if letter in opened.axes and opened.axes.index(letter) != args.axis % len(opened.axes):
                 channel_axis = opened.axes.index(letter)
                 break
-    records = read_prompts(args.prompts, frame_axis=args.axis, fixed=fixed)
+    records = read_prompts(args.prompts, frame_axis=args.axis, fixed=fixed) if auto is None else []
     config = _read_config(args.config) if args.config is not None else None
     if config is not None:
         image_size = int(config.image_size)
@@ -914,10 +934,13 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
     labels = None
     try:
         shape = (len(frames), frames.height, frames.width)
-        check_prompts(records, *shape)
+        if auto is None:
+            check_prompts(records, *shape)
+        else:
+            auto.check(shape, outputs)  # the start frame, the seeds, lineage.geff
         if args.start is not None and not 0 <= args.start < shape[0]:
             raise CliError(f"--start {args.start} is beyond the stack's {shape[0]} frames")
-        if max(r.object_id for r in records) > 65535:
+        if max((r.object_id for r in records), default=0) > 65535:
             raise CliError("object ids above 65535 do not fit 16-bit label files")
         earlier = outputs.existing()
         if earlier and not args.overwrite:
@@ -948,27 +971,34 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             args.fill_holes,
             autocast_dtype(device, getattr(args, "precision", "auto")),
         )
-        apply_prompts(tracker, records)
-        passes = propagation_passes(
-            shape[0], [r.frame for r in records], args.direction, args.start, args.max_frames
-        )
-        planned = _planned_frames(shape[0], records, args)
-
         table = PresenceTable()
         writer = LabelsWriter(labels)
+        if auto is None:
+            apply_prompts(tracker, records)
+            passes = propagation_passes(
+                shape[0], [r.frame for r in records], args.direction, args.start, args.max_frames
+            )
+            planned = _planned_frames(shape[0], records, args)
+        else:
+            planned = auto.frames(shape[0])
+            passes = [("forward", planned)]
         progress = Progress(passes, args.quiet)
         stop: BaseException | int | None = None
         signals.phase = "tracking"
         try:
-            for result in propagate_into(
-                tracker,
-                writer,
-                table,
-                start_frame=args.start,
-                direction=args.direction,
-                max_frames=args.max_frames,
-                should_stop=signals.requested,
-            ):
+            if auto is None:
+                results = propagate_into(
+                    tracker,
+                    writer,
+                    table,
+                    start_frame=args.start,
+                    direction=args.direction,
+                    max_frames=args.max_frames,
+                    should_stop=signals.requested,
+                )
+            else:  # seeds (segment everything: the model's first work), then frame by frame
+                results = auto.run(tracker, writer, table, signals.requested)
+            for result in results:
                 progress.step(result.frame_index)
         except KeyboardInterrupt:
             stop = signal.SIGINT
@@ -991,9 +1021,10 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             "complete": stop is None,
             "stopped": None if stop is None else _stop_text(stop),
             "contrast_limits": list(frames.contrast_limits),
+            **(auto.record_state() if auto is not None else {}),
         }
         try:
-            _export(outputs, labels, table, opened, args, image=frames.frames)
+            _export(outputs, labels, table, opened, args, image=frames.frames, auto=auto)
         except OSError as err:
             message = str(err) if isinstance(err, OutputWriteError) else f"cannot write: {err}"
             try:  # best effort: say what is there, if the disk lets us

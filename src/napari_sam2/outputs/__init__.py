@@ -8,6 +8,7 @@ The command line and the napari widget both drive the tracker through this packa
 ...     pass                                       # report progress here
 >>> export_labels_tiff(labels, "labels.tif", axes="TYX"); table.to_csv("presence.csv")
 >>> measure(labels, scale=(5.0, 0.7, 0.7), units="mm", axis="z").to_csv("measurements.csv")
+>>> write_geff("lineage.geff", labels, lineage)   # automatic tracking: the lineage graph
 """
 
 from napari_sam2.outputs.export import (
@@ -20,6 +21,7 @@ from napari_sam2.outputs.export import (
     write_text_atomically,
 )
 from napari_sam2.outputs.labels import LabelsWriter, frame_planes
+from napari_sam2.outputs.lineage import TrackNode, track_nodes, tracks_layer_data, write_geff
 from napari_sam2.outputs.measurements import (
     FrameMeasurement,
     MeasurementTable,
@@ -38,6 +40,7 @@ __all__ = [
     "OutputWriteError",
     "PresenceRow",
     "PresenceTable",
+    "TrackNode",
     "VolumeMeasurement",
     "ctc_tracks",
     "export_ctc",
@@ -45,7 +48,10 @@ __all__ = [
     "frame_planes",
     "measure",
     "propagate_into",
+    "track_nodes",
+    "tracks_layer_data",
     "write_atomically",
+    "write_geff",
     "write_labels_tiff",
     "write_measurements_csv",
     "write_text_atomically",

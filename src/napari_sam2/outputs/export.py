@@ -16,7 +16,7 @@ import errno
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,14 +321,19 @@ def export_labels_tiff(
     )
 
 
-def ctc_tracks(labels: Any) -> tuple[list[tuple[int, int, int, int]], dict[tuple[int, int], int]]:
+def ctc_tracks(
+    labels: Any, parents: Mapping[int, int] | None = None
+) -> tuple[list[tuple[int, int, int, int]], dict[tuple[int, int], int]]:
     """Cell Tracking Challenge tracks of a (T, Y, X) label array.
 
     Each label is followed through the frames. Its first run of consecutive frames keeps its
     id. When it reappears after a gap, the new run gets a NEW id (one above the largest label,
     counting up) whose parent P is the id of the run before the gap, which is how the CTC format
-    expresses gap closing (a track must be continuous in time). Returns the ``(L, B, E, P)``
-    tracks sorted by L, and the map ``(label, frame) -> CTC id``.
+    expresses gap closing (a track must be continuous in time). ``parents`` (``{track id:
+    parent id}``, e.g. from :meth:`napari_sam2.tracking.lineage.Lineage.ctc_rows` of automatic
+    tracking) gives the first run of a track its parent: the CTC id of the parent's last run
+    that ends before the track begins (0 where the parent has none). Returns the
+    ``(L, B, E, P)`` tracks sorted by L, and the map ``(label, frame) -> CTC id``.
     """
     shape = tuple(labels.shape)
     if len(shape) != 3:
@@ -339,7 +344,8 @@ def ctc_tracks(labels: Any) -> tuple[list[tuple[int, int, int, int]], dict[tuple
             if k != 0:
                 frames_of.setdefault(int(k), []).append(t)
     next_id = max(frames_of, default=0) + 1
-    tracks: list[tuple[int, int, int, int]] = []
+    # per label: its runs of consecutive frames as (CTC id, first, last)
+    runs_of: dict[int, list[tuple[int, int, int]]] = {}
     ids: dict[tuple[int, int], int] = {}
     for k in sorted(frames_of):
         runs: list[list[int]] = []
@@ -348,29 +354,41 @@ def ctc_tracks(labels: Any) -> tuple[list[tuple[int, int, int, int]], dict[tuple
                 runs[-1].append(t)
             else:
                 runs.append([t])
-        parent = 0
         for i, run in enumerate(runs):
             label = k if i == 0 else next_id
             if i:
                 next_id += 1
-            tracks.append((label, run[0], run[-1], parent))
+            runs_of.setdefault(k, []).append((label, run[0], run[-1]))
             ids.update({(k, t): label for t in run})
+    tracks: list[tuple[int, int, int, int]] = []
+    for k, runs_k in runs_of.items():
+        parent = 0
+        if parents:
+            begin = runs_k[0][1]
+            before = [r for r in runs_of.get(int(parents.get(k, 0) or 0), []) if r[2] < begin]
+            parent = before[-1][0] if before else 0
+        for label, first, last in runs_k:
+            tracks.append((label, first, last, parent))
             parent = label
     tracks.sort()
     return tracks, ids
 
 
-def export_ctc(labels: Any, folder: str | os.PathLike) -> list[tuple[int, int, int, int]]:
+def export_ctc(
+    labels: Any, folder: str | os.PathLike, parents: Mapping[int, int] | None = None
+) -> list[tuple[int, int, int, int]]:
     """Write (T, Y, X) ``labels`` in the Cell Tracking Challenge result format.
 
     ``folder`` gets ``mask000.tif`` ... (``mask0000.tif`` ... for 1000 frames or more), one
     uint16 TIFF per frame, and ``res_track.txt`` with one line ``L B E P`` per track (label,
     begin frame, end frame, parent; 0 = no parent). Gap rule: see :func:`ctc_tracks` (an object
     reappearing after a gap continues as a new label whose parent is its id before the gap).
+    ``parents`` (``{track id: parent id}``) gives each track's first run its parent, the
+    parent's last run before it (divisions of automatic tracking).
     Existing ``mask*.tif`` and ``res_track.txt`` in ``folder`` are replaced.
     """
     folder = Path(folder)
-    tracks, ids = ctc_tracks(labels)
+    tracks, ids = ctc_tracks(labels, parents)
     if max((t[0] for t in tracks), default=0) > 65535:
         raise ValueError("more than 65535 track labels: the CTC format stores uint16 masks")
     num_frames = int(labels.shape[0])

@@ -8,6 +8,7 @@ from napari_sam2.tracking.everything import segment_everything
 from napari_sam2.tracking.frame_order import propagation_frames
 from napari_sam2.tracking.frames import FrameSource, stack_view
 from napari_sam2.tracking.results import PLACEHOLDER_LOGIT, FrameResult
+from napari_sam2.tracking.track_all import AutoFrame, TrackAll, TrackAllSettings
 from napari_sam2.tracking.tracker import Tracker
 
 __all__ = [
@@ -18,4 +19,7 @@ __all__ = [
     "PLACEHOLDER_LOGIT",
     "propagation_frames",
     "segment_everything",
+    "TrackAll",
+    "TrackAllSettings",
+    "AutoFrame",
 ]

@@ -8,7 +8,10 @@
   while state changes on the GUI thread;
 - :class:`~napari_sam2.widget.model_controller.ModelController` owns the model choice, its
   download and loading (view: :mod:`napari_sam2.widget.model_view`); exports are
-  :mod:`napari_sam2.widget.label_export`.
+  :mod:`napari_sam2.widget.label_export`;
+- :class:`~napari_sam2.widget.track_all_controller.TrackAllController` owns automatic
+  tracking: segment everything on a frame, and Track all (view:
+  :mod:`napari_sam2.widget.track_all_view`); its runs end in a Tracks layer of the lineage.
 
 This module builds the panels, keeps the image / axis choices and the viewer position, and
 wires the parts together. Its public methods are those scripts and tests use.
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels, Points, Shapes
+from napari.layers import Image, Labels, Points, Shapes, Tracks
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QVBoxLayout, QWidget
@@ -41,12 +44,20 @@ from napari_sam2.widget.panels import (
     ModelPanel,
     PromptsPanel,
     PropagatePanel,
+    TrackAllPanel,
 )
 from napari_sam2.widget.prompt_controller import PromptController
 from napari_sam2.widget.prompting import PromptsView
 from napari_sam2.widget.propagate_view import PropagateView, notify_failure
 from napari_sam2.widget.propagation import PropagationController, RunSettings, SessionSpec
 from napari_sam2.widget.session import TrackingSession
+from napari_sam2.widget.track_all_controller import (
+    AutoTarget,
+    TrackAllController,
+    TrackAllOutcome,
+    tracks_for_layer,
+)
+from napari_sam2.widget.track_all_view import TrackAllView
 from napari_sam2.widget.workers import NEW_LAYER, QtJobRunner
 
 NONE = "none"
@@ -81,7 +92,16 @@ class SAM2Widget(QWidget):
             QtJobRunner(), prepare=self._prepare_job, make_tracker=self._make_tracker
         )
         self.measurements = MeasurementsController()
+        self.auto = TrackAllController(
+            QtJobRunner(),
+            prepare=self._prepare_auto,
+            make_tracker=self._make_tracker,
+            blocked=self._auto_blocked,
+        )
         self._propagating = False
+        self._auto_output: Labels | None = None
+        """The Labels layer the running (or last) Segment all / Track all job writes."""
+        self._auto_plan: AxisPlan | None = None
         self._build_ui()
         self._connect_controllers()
         self._connect_viewer()
@@ -91,11 +111,17 @@ class SAM2Widget(QWidget):
     def _on_destroyed_callback(self) -> Any:
         """The last resort when the widget is deleted without closing: stop the work and the
         views (the callback holds no reference to the deleted widget)."""
-        runs = self.runs
-        views = (self._prompts_view, self._propagate_view, self._measurements_view)
+        runs, auto = self.runs, self.auto
+        views = (
+            self._prompts_view,
+            self._propagate_view,
+            self._measurements_view,
+            self._track_all_view,
+        )
 
         def on_destroyed(*args: Any) -> None:
             runs.close()
+            auto.close()
             for view in views:
                 view.disconnect()
 
@@ -110,8 +136,8 @@ class SAM2Widget(QWidget):
         root.setContentsMargins(4, 4, 4, 4)
         image, model, prompts = ImagePanel(), ModelPanel(), PromptsPanel()
         run, export = PropagatePanel(), ExportPanel()
-        measure = MeasurementsPanel()
-        for panel in (image, model, prompts, run, measure, export):
+        measure, auto = MeasurementsPanel(), TrackAllPanel()
+        for panel in (image, model, prompts, run, auto, measure, export):
             root.addWidget(panel)
         root.addStretch(1)
 
@@ -151,12 +177,17 @@ class SAM2Widget(QWidget):
         self.export_csv_button = export.export_csv_button
         self.measure_button = measure.measure_button
         self.measurements_table = measure.table
+        self.track_all_panel = auto
+        self.segment_all_button = auto.segment_button
+        self.track_all_button = auto.track_button
+        self.track_all_cancel_button = auto.cancel_button
         self.timeline.color_of = lambda obj: tuple(L.color_of(obj, self._output_layer()))
 
         self._prompts_view = PromptsView(prompts, self.prompts)
         self._propagate_view = PropagateView(run, self.runs)
         self.model_view = ModelView(model, parent=self)
         self._measurements_view = MeasurementsView(measure, self.measurements, self.go_to_frame)
+        self._track_all_view = TrackAllView(auto, self.auto)
 
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self.axis_combo.currentIndexChanged.connect(self._on_axes_changed)
@@ -185,6 +216,13 @@ class SAM2Widget(QWidget):
         )
         self.runs.status_changed.connect(self._on_status_changed)
         self.runs.running_changed.connect(self._on_running_changed)
+        self.auto.labels_changed.connect(self._on_auto_labels_changed)
+        self.auto.finished.connect(self._show_tracks)
+        self.auto.idle.connect(self._on_auto_idle)
+        self.auto.started.connect(self.worker_started.emit)
+        self.auto.progress_changed.connect(
+            lambda text, done, total: self.progress_changed.emit(text)
+        )
 
     # ======================================================================================
     # layers and choices
@@ -388,12 +426,12 @@ class SAM2Widget(QWidget):
     @property
     def worker(self) -> Any:
         """The napari worker running now (None when idle)."""
-        return self.runs.worker
+        return self.runs.worker or self.auto.worker
 
     @property
     def busy(self) -> bool:
         """Work runs or waits."""
-        return self.runs.busy
+        return self.runs.busy or self.auto.busy
 
     @property
     def last_error(self) -> BaseException | None:
@@ -412,6 +450,9 @@ class SAM2Widget(QWidget):
         max_frames: int | None = None,
     ) -> None:
         """Propagate in a worker (arguments default to the widget's settings)."""
+        if self.auto.busy:
+            show_error("SAM 2: wait for Track all to finish (or cancel it) first")
+            return
         direction = direction or self.direction_combo.currentText()
         if start_frame is None and self.start_spin.value() >= 0:
             start_frame = self.start_spin.value()
@@ -463,6 +504,13 @@ class SAM2Widget(QWidget):
 
     def _prepare_job(self) -> tuple[SessionSpec, Any]:
         """GUI thread, as a job starts: what the session is built from and the prompts."""
+        spec = self._session_spec()
+        image = self.image_layer
+        return spec, self.prompts.read(spec.plan, image)
+
+    def _session_spec(self) -> SessionSpec:
+        """GUI thread: what a tracker is built from and the output labels it writes (the
+        output layer is made if "new layer" is chosen). Raises ValueError for the user."""
         image, plan = self.image_layer, self.plan()
         if image is None or plan is None:
             raise ValueError("choose an image layer to track in")
@@ -491,7 +539,7 @@ class SAM2Widget(QWidget):
             model_key=model_key,
             labels=plan.labels_view(output.data),
         )
-        return spec, self.prompts.read(plan, image)
+        return spec
 
     def _make_tracker(self, spec: SessionSpec, frames: Any, **kwargs: Any) -> Any:
         """Worker thread: a tracker over the lazy (T, H, W[, C]) view of the image."""
@@ -540,6 +588,94 @@ class SAM2Widget(QWidget):
         if output is not None:
             output.refresh()
         self._update_timeline()
+
+    # --- automatic tracking (Segment all, Track all) -----------------------------------------
+
+    def segment_all(self) -> bool:
+        """Segment everything on the viewer's frame (in a worker): each object not labelled
+        there yet becomes a new label of the output layer. Returns whether it started."""
+        return self.auto.segment_all()
+
+    def track_all(self) -> bool:
+        """Track every object from the viewer's frame to the end (in a worker): seeds are the
+        output layer's labels on that frame, or everything SAM 2 finds there; the labels fill
+        frame by frame and a Tracks layer of the lineage is added at the end."""
+        return self.auto.track_all()
+
+    def cancel_track_all(self) -> None:
+        """Stop Segment all / Track all after the frame in progress; what is done stays."""
+        self.auto.cancel()
+
+    def use_segmenter(self, segmenter: Callable[[int], Any] | None) -> None:
+        """Find "everything" on a frame with ``segmenter(frame_index) -> (H, W) masks``
+        instead of SAM 2's segment-everything (tests, other detectors); None: SAM 2's."""
+        self.auto.segmenter = segmenter
+
+    @property
+    def tracks_layer(self) -> Tracks | None:
+        """The Tracks layer of the output labels (None before a Track all run)."""
+        output = self._output_layer()
+        if output is None:
+            return None
+        name = f"{output.name} tracks"
+        return next(
+            (x for x in self._layers_of(Tracks) if x.name == name),
+            None,
+        )
+
+    def _auto_blocked(self) -> str:
+        if self.runs.busy:
+            return "wait for the running propagation to finish (or cancel it) first"
+        return ""
+
+    def _prepare_auto(self) -> AutoTarget:
+        spec = self._session_spec()
+        frame = self.current_frame()
+        if frame is None:
+            raise ValueError("choose an image layer to track in")
+        self._auto_output = self._output_layer()  # the layer the job writes, chosen now
+        self._auto_plan = spec.plan
+        return AutoTarget(spec, int(frame))
+
+    def _on_auto_labels_changed(self, frame: int) -> None:
+        output = self._auto_output
+        if output is not None:
+            output.refresh()
+
+    def _on_auto_idle(self) -> None:
+        if not self.runs.busy:
+            self.idle.emit()
+
+    def _show_tracks(self, outcome: TrackAllOutcome) -> None:
+        """Add (or update) the Tracks layer of the output labels with the run's lineage."""
+        output, plan = self._auto_output, self._auto_plan
+        if output is None or plan is None or outcome.tracks is None:
+            return
+        tracks = outcome.tracks
+        data = tracks_for_layer(tracks.data, plan)
+        name = f"{output.name} tracks"
+        layer = next((x for x in self._layers_of(Tracks) if x.name == name), None)
+        if layer is not None and layer.ndim != output.ndim:
+            self.viewer.layers.remove(layer)
+            layer = None
+        if layer is None:
+            layer = Tracks(
+                data,
+                graph=tracks.graph,
+                properties=tracks.properties or None,
+                name=name,
+                scale=output.scale,
+                translate=output.translate,
+                **L.axes_metadata(output),
+            )
+            self._add_layer_keeping_focus(layer)
+        else:
+            layer.data = data
+            if tracks.properties:
+                layer.properties = tracks.properties
+            layer.graph = tracks.graph
+            layer.scale = output.scale
+            layer.translate = output.translate
 
     # --- measurements ---------------------------------------------------------------------
 
@@ -651,6 +787,8 @@ class SAM2Widget(QWidget):
             return
         self._closed = True
         self.runs.close()  # a closed controller tells nobody anything more
+        self.auto.close()
+        self._track_all_view.disconnect()
         self.prompts.edited.disconnect(self.apply_prompts)
         self._prompts_view.disconnect()
         self._propagate_view.disconnect()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -45,6 +47,7 @@ __all__ = [
     "ModelPanel",
     "PromptsPanel",
     "PropagatePanel",
+    "TrackAllPanel",
 ]
 
 
@@ -269,3 +272,96 @@ class MeasurementsPanel(QGroupBox):
         layout.addLayout(row)
         layout.addWidget(self.summary_label)
         layout.addWidget(self.table)
+
+
+class TrackAllPanel(QGroupBox):
+    """Automatic tracking: segment everything on the viewer's frame, and track every object
+    from there (new objects every k frames, divisions, ends after m absent frames), with run /
+    cancel, progress, the status line and the run's one-line summary.
+
+    Controls only: :class:`~napari_sam2.widget.track_all_view.TrackAllView` connects them to
+    the :class:`~napari_sam2.widget.track_all_controller.TrackAllController`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Track all")
+        form = QFormLayout(self)
+        self.segment_button = QPushButton("Segment all on this frame")
+        self.segment_button.setToolTip(
+            "Segment everything SAM 2 finds on the frame the viewer shows; each object not "
+            "labelled there yet becomes a new label in the output layer (other frames and "
+            "labels stay)"
+        )
+        self.discover_check = QCheckBox("find new objects every")
+        self.discover_check.setChecked(True)
+        self.discover_spin = QSpinBox()
+        self.discover_spin.setRange(1, 100_000)
+        self.discover_spin.setValue(5)
+        self.discover_spin.setSuffix(" frames")
+        discover_row = QHBoxLayout()
+        discover_row.addWidget(self.discover_check)
+        discover_row.addWidget(self.discover_spin)
+        self.divisions_check = QCheckBox("divisions")
+        self.divisions_check.setChecked(True)
+        self.divisions_check.setToolTip(
+            "An object that splits into two lasting parts ends, and two daughters start"
+        )
+        self.end_spin = QSpinBox()
+        self.end_spin.setRange(0, 100_000)
+        self.end_spin.setValue(3)
+        self.end_spin.setSuffix(" absent frames")
+        self.end_spin.setToolTip("An object absent on more than this many frames in a row ends")
+        self.grid_spin = QSpinBox()
+        self.grid_spin.setRange(1, 256)
+        self.grid_spin.setValue(32)
+        self.grid_spin.setToolTip("Segment-everything prompts a grid of this many points a side")
+        self.quality_spin = QDoubleSpinBox()
+        self.quality_spin.setRange(0.0, 1.0)
+        self.quality_spin.setSingleStep(0.05)
+        self.quality_spin.setValue(0.8)
+        self.quality_spin.setToolTip("Masks whose predicted IoU is below this are dropped")
+        self.stability_spin = QDoubleSpinBox()
+        self.stability_spin.setRange(0.0, 1.0)
+        self.stability_spin.setSingleStep(0.05)
+        self.stability_spin.setValue(0.95)
+        self.stability_spin.setToolTip("Masks whose stability score is below this are dropped")
+        self.min_area_spin = QSpinBox()
+        self.min_area_spin.setRange(0, 10_000_000)
+        self.min_area_spin.setValue(30)
+        self.min_area_spin.setSuffix(" px")
+        self.min_area_spin.setToolTip("Smaller objects are ignored")
+        self.seeds_label = QLabel(
+            "Starts on the viewer's frame from its labels; where it has none, from everything "
+            "SAM 2 finds there."
+        )
+        self.seeds_label.setWordWrap(True)
+        self.track_button = QPushButton("Track all")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.track_button)
+        run_row.addWidget(self.cancel_button)
+        self.progress_label = QLabel()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(False)
+        self.progress_bar.setMaximumHeight(8)
+        self.summary_label = QLabel()
+        self.summary_label.setWordWrap(True)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setStyleSheet("color: #ff7060")
+        self.status_label.setVisible(False)
+        form.addRow(self.segment_button)
+        form.addRow(discover_row)
+        form.addRow(self.divisions_check)
+        form.addRow("end after", self.end_spin)
+        form.addRow("grid points", self.grid_spin)
+        form.addRow("min quality", self.quality_spin)
+        form.addRow("min stability", self.stability_spin)
+        form.addRow("min area", self.min_area_spin)
+        form.addRow(self.seeds_label)
+        form.addRow(run_row)
+        form.addRow(self.progress_label)
+        form.addRow(self.progress_bar)
+        form.addRow(self.summary_label)
+        form.addRow(self.status_label)
