@@ -9,8 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import CHUNK_BYTES, MLP, apply_in_row_chunks
+from .common import CHUNK_BYTES, MLP, add, add_, apply_in_row_chunks, linear, lowp_dtype
 from .config import BlockSpec, SAM2Config
+
+# Windowed blocks on the CPU low-precision path run one band of windows at a time
+# (`MultiScaleBlock._forward_in_bands`).
+IN_BANDS = True
+BAND_TOKENS = 4096
 
 
 def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -51,6 +56,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, out_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if lowp_dtype(x.device) is not None:
+            # a channels-last input makes oneDNN write the (B, S/4, S/4, C0) layout directly
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.proj(x).permute(0, 2, 3, 1)  # (B, S/4, S/4, C0)
 
 
@@ -64,7 +72,7 @@ class MultiScaleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape  # b = batch * windows
-        qkv = self.qkv(x).reshape(b, h, w, 3, self.heads, -1)
+        qkv = linear(self.qkv, x).reshape(b, h, w, 3, self.heads, -1)
         q, k, v = (t.flatten(1, 2) for t in qkv.unbind(3))  # (b, hw, heads, d)
         if self.q_pool:
             q = _max_pool_2x2(qkv[:, :, :, 0].flatten(3))
@@ -74,7 +82,7 @@ class MultiScaleAttention(nn.Module):
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         )
         out = out.transpose(1, 2).reshape(b, h, w, -1)
-        return self.proj(out)
+        return linear(self.proj, out)
 
 
 class MultiScaleBlock(nn.Module):
@@ -96,17 +104,85 @@ class MultiScaleBlock(nn.Module):
         row_pairs = a[:, : h - h % 2].reshape(b * (h // 2), 2, w, c)
         pair_bytes = 2 * w * self.proj.out_features * a.element_size()
         pooled = apply_in_row_chunks(
-            lambda t: _max_pool_2x2(self.proj(t)), row_pairs, max(1, CHUNK_BYTES // pair_bytes)
+            lambda t: _max_pool_2x2(linear(self.proj, t)),
+            row_pairs,
+            max(1, CHUNK_BYTES // pair_bytes),
         )  # (B * H/2, 1, W/2, C')
         return pooled.view(b, h // 2, w // 2, -1)
 
+    def _forward_in_bands(self, x: torch.Tensor, lowp: torch.dtype | None) -> torch.Tensor:
+        """The windowed block a band of window rows at a time (each image apart).
+
+        Windows never cross a band and the MLP works token by token, so a band of about
+        `BAND_TOKENS` tokens goes through the whole block (norms, windows, attention,
+        residuals, MLP) while its tensors stay in the CPU's caches, instead of every step
+        streaming the whole map through memory (the narrow early stages are bound by memory
+        traffic, not arithmetic). With query pooling the grid must be a multiple of the
+        window (`forward` checks).
+        """
+        b, h, w, _ = x.shape
+        win = self.spec.window_size
+        pool = self.spec.q_pool
+        out_win = win // 2 if pool else win
+        pad_w = (-w) % win
+        nw = (w + pad_w) // win
+        step = win * max(1, BAND_TOKENS // (win * (w + pad_w)))  # token rows per band
+        out = None
+        for i in range(b):
+            for r0 in range(0, h, step):
+                rows = min(step, h - r0)
+                a = self.norm1(x[i : i + 1, r0 : r0 + rows])
+                if lowp is not None:
+                    a = a.to(lowp)
+                if self.spec.dim == self.spec.dim_out:
+                    shortcut = x[i : i + 1, r0 : r0 + rows]
+                elif pool:
+                    shortcut = _max_pool_2x2(linear(self.proj, a))
+                else:
+                    shortcut = linear(self.proj, a)
+                pad_h = (-rows) % win
+                if pad_h or pad_w:
+                    a = F.pad(a, (0, 0, 0, pad_w, 0, pad_h))
+                nh = (rows + pad_h) // win
+                a = a.view(nh, win, nw, win, -1).transpose(1, 2).reshape(nh * nw, win, win, -1)
+                a = self.attn(a)  # (windows, out_win, out_win, C')
+                a = a.view(nh, nw, out_win, out_win, -1).transpose(1, 2)
+                a = a.reshape(1, nh * out_win, nw * out_win, -1)
+                if out is None:  # the dtype of shortcut + a, as in `forward`
+                    dtype = torch.promote_types(shortcut.dtype, a.dtype)
+                    size = (b, h // 2 if pool else h, shortcut.shape[2], a.shape[-1])
+                    out = x.new_empty(size, dtype=dtype)
+                o0, orows = (r0 // 2, rows // 2) if pool else (r0, rows)
+                band = out[i : i + 1, o0 : o0 + orows]
+                a = a[:, :orows, : band.shape[2]]
+                if shortcut.dtype == band.dtype:  # a is cast by the copy (see `add_`)
+                    add_(band.copy_(a), shortcut)
+                else:
+                    torch.add(shortcut, a, out=band)
+                tokens = band.view(-1, band.shape[-1])
+                add_(tokens, self.mlp(self.norm2(tokens)))
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lowp = lowp_dtype(x.device)
+        window = self.spec.window_size
+        if (
+            lowp is not None
+            and IN_BANDS
+            and window > 0
+            and x.shape[1] * x.shape[2] > BAND_TOKENS
+            and (not self.spec.q_pool or (x.shape[1] % window == 0 and x.shape[2] % window == 0))
+        ):
+            return self._forward_in_bands(x, lowp)
         a = self.norm1(x)
+        if lowp is not None:
+            # every consumer of a is a matmul that computes in lowp: cast once, before the
+            # window copies (the residual stream keeps the dtype autocast gives it)
+            a = a.to(lowp)
         shortcut = x
         if self.spec.dim != self.spec.dim_out:
             # the widening shortcut is taken from the *normalized* input
-            shortcut = self._pooled_projection(a) if self.spec.q_pool else self.proj(a)
-        window = self.spec.window_size
+            shortcut = self._pooled_projection(a) if self.spec.q_pool else linear(self.proj, a)
         if window > 0:
             a, _ = _window_partition(a, window)
             # windows attend independently: a few at a time, sized by their qkv tensor
@@ -119,9 +195,16 @@ class MultiScaleBlock(nn.Module):
             a = _window_unpartition(a, window, padded, (h, w))
         else:
             a = self.attn(a)
-        x = shortcut + a
+        x = shortcut + a if lowp is None else add(shortcut, a)
         tokens = x.flatten(0, 2)
         hidden_bytes = self.mlp.layers[0].out_features * x.element_size()
+        if lowp is not None:
+            # x is ours: add each chunk's MLP output to it in place (no output buffer)
+            rows = max(1, CHUNK_BYTES // hidden_bytes)
+            for start in range(0, tokens.shape[0], rows):
+                t = tokens[start : start + rows]
+                add_(t, self.mlp(self.norm2(t)))
+            return x
         mlp = apply_in_row_chunks(
             lambda t: self.mlp(self.norm2(t)), tokens, max(1, CHUNK_BYTES // hidden_bytes)
         )
@@ -140,7 +223,7 @@ class Hiera(nn.Module):
         self.pos_embed_window = nn.Parameter(torch.zeros(1, c0, w0, w0))
         self.blocks = nn.ModuleList(MultiScaleBlock(s, config.mlp_ratio) for s in config.blocks)
         self.stage_ends = config.stage_ends
-        self._pos_cache: tuple | None = None
+        self._pos_cache: list | None = None
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
         """Background embedding resized to the grid plus the tiled window embedding; cached
@@ -158,8 +241,12 @@ class Hiera(nn.Module):
         if torch.is_grad_enabled():
             return self._compute_pos_embed(h, w)
         if self._pos_cache is None or self._pos_cache[0] != key:
-            self._pos_cache = (key, self._compute_pos_embed(h, w))
-        return self._pos_cache[1]
+            self._pos_cache = [key, self._compute_pos_embed(h, w), None]
+        if lowp_dtype(self.pos_embed.device) is None:
+            return self._pos_cache[1]  # added to the convolution's own layout
+        if self._pos_cache[2] is None:  # the tokens' layout of the channels-last path
+            self._pos_cache[2] = self._pos_cache[1].contiguous()
+        return self._pos_cache[2]
 
     def _compute_pos_embed(self, h: int, w: int) -> torch.Tensor:
         pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
@@ -172,7 +259,11 @@ class Hiera(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
-        x = x + self._pos_embed(*x.shape[1:3])
+        pos = self._pos_embed(*x.shape[1:3])
+        if x.dtype != pos.dtype and lowp_dtype(x.device) is not None:
+            x = add_(x.to(pos.dtype), pos)  # the same sum, vectorized (see `add_`)
+        else:
+            x = x + pos
         outs = []
         for i, block in enumerate(self.blocks):
             x = block(x)

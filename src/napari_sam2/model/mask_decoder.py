@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .common import MLP, LayerNorm2d
+from .common import MLP, LayerNorm2d, add
 from .config import SAM2Config
 from .two_way_transformer import TwoWayTransformer
 
@@ -75,7 +75,7 @@ class MaskDecoder(nn.Module):
             (self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight), dim=0
         )
         tokens = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
-        src = image + dense
+        src = add(image, dense)
         pe = image_pe.expand(b, -1, -1, -1)
         hs, src = self.transformer(src, pe, tokens)
         score_out, iou_out = hs[:, 0], hs[:, 1]

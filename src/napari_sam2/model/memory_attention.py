@@ -49,9 +49,13 @@ class RoPEAttention(nn.Module):
         num_k_exclude_rope: int = 0,
         scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """q (B, n, C); k, v (B, m, kv_in_dim); the last num_k_exclude_rope keys keep no RoPE.
+        """q (B, n, C) or (1, n, C); k, v (B, m, kv_in_dim); the last num_k_exclude_rope keys
+        keep no RoPE.
 
-        scores: optional scratch (rows, m) for the CPU path of `uses_raw_values`.
+        A single q with B > 1 memories is shared: its projection and rotation are computed once
+        and every memory is attended with it (objects tracked on the same frame, whose queries
+        are the frame's features in the first layer). scores: optional scratch (rows, m) for
+        the CPU path of `uses_raw_values`.
         """
         cos, sin = rope
         q = rotate_halves(self._project_in_halves(self.q_proj, q), cos, sin)
@@ -71,6 +75,8 @@ class RoPEAttention(nn.Module):
                 k = torch.cat((rotated.flatten(1, 2), k[:, n_rope:]), dim=1)
         if self.uses_raw_values(q.device):
             return self.out_proj(self._attend_to_raw_values(q, k, v, scores))
+        if q.shape[0] != k.shape[0]:
+            q = q.expand(k.shape[0], -1, -1)
         out = F.scaled_dot_product_attention(
             q.unsqueeze(1), k.unsqueeze(1), self.v_proj(v).unsqueeze(1)
         )
@@ -92,13 +98,15 @@ class RoPEAttention(nn.Module):
             scores = score_buffer(q, m)
         rows = scores.shape[0]
         q = q * q.shape[-1] ** -0.5
-        out = v.new_empty(q.shape[0], n, v.shape[-1])
-        for b in range(q.shape[0]):
+        shared_q = q.shape[0] == 1  # one query set for all memories (see `forward`)
+        out = v.new_empty(k.shape[0], n, v.shape[-1])
+        for b in range(k.shape[0]):
             k_t = k[b].t()  # (C, m), a view: mm reads it transposed
+            q_b = q[0 if shared_q else b]
             for start in range(0, n, rows):
                 stop = min(start + rows, n)
                 block = scores[: stop - start]
-                torch.mm(q[b, start:stop], k_t, out=block[:, :m])
+                torch.mm(q_b[start:stop], k_t, out=block[:, :m])
                 block[:, m:] = float("-inf")  # padding columns weigh nothing
                 torch.softmax(block, dim=-1, out=block)
                 torch.mm(block[:, :m], v[b], out=out[b, start:stop])
@@ -168,7 +176,8 @@ class MemoryAttention(nn.Module):
     def rope_tables(
         self, side: int, dtype: torch.dtype, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (side, dtype, str(device))
+        # tables made under inference mode cannot be used where autograd records
+        key = (side, dtype, str(device), torch.is_inference_mode_enabled())
         if key not in self._rope_cache:
             self._rope_cache[key] = axial_rope_tables(
                 self.dim, side, self.theta, dtype=dtype, device=device
@@ -183,7 +192,13 @@ class MemoryAttention(nn.Module):
         memory_pos: torch.Tensor,
         num_pointer_tokens: int,
     ) -> torch.Tensor:
-        """x, x_pos (B, G*G, C); memory, memory_pos (B, n, M) -> (B, G*G, C)."""
+        """x, x_pos (B, G*G, C); memory, memory_pos (B, n, M) -> (B, G*G, C).
+
+        x and x_pos may also be (1, G*G, C) with B memories (several objects tracked on one
+        frame): the first layer's self-attention and query projection depend on the frame
+        only and are computed once; from its cross-attention on, every object has its own
+        tokens. Each object's result is that of attending it alone.
+        """
         side = int(round(x.shape[1] ** 0.5))
         if side * side != x.shape[1]:
             raise ValueError("memory attention needs a square token grid")
@@ -194,4 +209,6 @@ class MemoryAttention(nn.Module):
         x = x + 0.1 * x_pos
         for layer in self.layers:
             x = layer(x, memory, memory_pos, rope, num_pointer_tokens, scores)
+        if x.shape[0] != memory.shape[0]:  # no layers: every object gets the frame's tokens
+            x = x.expand(memory.shape[0], -1, -1)
         return self.norm(x)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, linear, lowp_dtype
 from .config import SAM2Config
 from .position_encoding import sine_2d
 
@@ -40,7 +40,10 @@ class CXBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
-        y = self.gamma * self.pwconv2(self.act(self.pwconv1(y)))
+        if lowp_dtype(x.device) is not None and type(self.act) is nn.GELU:
+            y = self.gamma * linear(self.pwconv2, linear(self.pwconv1, y, "gelu"))
+        else:
+            y = self.gamma * self.pwconv2(self.act(self.pwconv1(y)))
         return x + y.permute(0, 3, 1, 2)
 
 
@@ -64,6 +67,7 @@ class MemoryEncoder(nn.Module):
         self.pix_feat_proj = nn.Conv2d(c, c, kernel_size=1)
         self.fuser = Fuser(c, config.fuser_layers, config.fuser_kernel_size)
         self.out_proj = nn.Conv2d(c, config.mem_dim, kernel_size=1)
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
 
     def forward(
         self, features: torch.Tensor, mask: torch.Tensor
@@ -74,5 +78,15 @@ class MemoryEncoder(nn.Module):
         """
         x = self.pix_feat_proj(features) + self.mask_downsampler(mask)
         x = self.out_proj(self.fuser(x))
-        pos = sine_2d(self.mem_dim, x.shape[-2], x.shape[-1], dtype=x.dtype, device=x.device)
-        return x, pos.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+        return x, self._position_encoding(x)
+
+    def _position_encoding(self, x: torch.Tensor) -> torch.Tensor:
+        """Sine PE of the memory grid, cached per grid and dtype while no gradient is needed."""
+        b, _, h, w = x.shape
+        key = (h, w, x.dtype, x.device)
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            pos = sine_2d(self.mem_dim, h, w, dtype=x.dtype, device=x.device).unsqueeze(0)
+            if not torch.is_grad_enabled():  # a cached inference tensor cannot enter autograd
+                self._pos_cache[key] = pos
+        return pos.expand(b, -1, -1, -1)

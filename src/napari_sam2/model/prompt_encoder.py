@@ -32,10 +32,24 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(c, e, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, e)
+        self._dense_pe_cache: tuple | None = None
 
     def dense_pe(self) -> torch.Tensor:
-        """(1, E, G, G) Fourier encoding of the stride-16 pixel centres."""
-        return self.pe_layer.dense(self.grid, self.grid).unsqueeze(0)
+        """(1, E, G, G) Fourier encoding of the stride-16 pixel centres.
+
+        Cached while no gradient is recorded: it depends on the fixed Gaussian buffer (and on
+        autocast, which computes its matmul in low precision) only.
+        """
+        g = self.pe_layer.positional_encoding_gaussian_matrix
+        if torch.is_grad_enabled() or torch.is_inference(g):
+            return self.pe_layer.dense(self.grid, self.grid).unsqueeze(0)
+        kind = g.device.type
+        autocast = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind)
+        key = (g.dtype, g.device, g.data_ptr(), g._version, self.grid, autocast)
+        if self._dense_pe_cache is None or self._dense_pe_cache[0] != key:
+            pe = self.pe_layer.dense(self.grid, self.grid).unsqueeze(0)
+            self._dense_pe_cache = (key, pe)
+        return self._dense_pe_cache[1]
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, N, 2) (x, y) model pixels, (B, N) labels -> (B, N + 1, E), padding appended."""

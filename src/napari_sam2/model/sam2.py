@@ -137,9 +137,12 @@ class SAM2Model(nn.Module):
     ) -> torch.Tensor:
         """Condition p2 (B, C, G, G) on a memory sequence (B, n, M) -> (B, C, G, G).
 
-        The memory is promoted to the compute dtype (stored bfloat16 features included).
+        p2 and its PE may be (1, C, G, G) with B memories: B objects tracked on the same frame,
+        conditioned in one call (the frame's share of the work is done once). The memory is
+        promoted to the compute dtype (stored bfloat16 features included).
         """
-        b, c, h, w = vision.shape
+        _, c, h, w = vision.shape
+        b = max(vision.shape[0], memory.shape[0])
         x = vision.flatten(2).transpose(1, 2)
         x_pos = vision_pos.flatten(2).transpose(1, 2)
         memory = memory.to(x.dtype)
@@ -264,8 +267,9 @@ class SAM2Model(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory of a frame from its raw p2 and chosen (B, 1, S, S) logits.
 
-        binarize: prompted frames use logits > 0, tracked frames the sigmoid. Returns
-        features (B, M, G, G) (the caller stores them as bfloat16) and their PE.
+        binarize: prompted frames use logits > 0, tracked frames the sigmoid. p2 may be
+        (1, C, G, G) with B masks (objects of one frame: its projection is computed once).
+        Returns features (B, M, G, G) (the caller stores them as bfloat16) and their PE.
         """
         logits = high_res_logits.to(vision.dtype)
         mask = (logits > 0).to(logits.dtype) if binarize else torch.sigmoid(logits)

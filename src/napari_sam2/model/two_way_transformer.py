@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
+from .common import MLP, add, linear, lowp_dtype
 
 
 class Attention(nn.Module):
@@ -28,11 +28,31 @@ class Attention(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, heads, n, d)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._split(self.q_proj(q))
-        k = self._split(self.k_proj(k))
-        v = self._split(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+        q = self._split(linear(self.q_proj, q))
+        k = self._split(linear(self.k_proj, k))
+        v = self._split(linear(self.v_proj, v))
+        if k.shape[2] <= _FEW_KEYS and lowp_dtype(q.device) is not None:
+            out = _attend_to_few_keys(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        return linear(self.out_proj, out.transpose(1, 2).flatten(2))
+
+
+# Below this many keys the CPU low-precision path attends without the flash kernel, whose
+# blocking is made for long key sequences (the 4096 image tokens attending to the 7-10 prompt
+# tokens took longer than all the decoder's matmuls).
+_FEW_KEYS = 64
+
+
+def _attend_to_few_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for (B, heads, n, d) inputs and a few keys: scores and
+    softmax in float32 (as the flash kernel accumulates), the result in v's dtype."""
+    with torch.autocast(q.device.type, enabled=False):
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+        # softmax written out: torch's kernel is slow on rows this short (6x here)
+        scores = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+        scores = scores.div_(scores.sum(dim=-1, keepdim=True))
+        return torch.matmul(scores, v.float()).to(v.dtype)
 
 
 class TwoWayBlock(nn.Module):
@@ -57,11 +77,16 @@ class TwoWayBlock(nn.Module):
             q = queries + qpe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        q, k = queries + qpe, keys + kpe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        q, k = queries + qpe, add(keys, kpe)
+        lowp = lowp_dtype(keys.device)
+        # on the CPU low-precision path the image-side inputs of the projections are cast
+        # once (k feeds two of them), as the projections would cast them
+        k = k if lowp is None else k.to(lowp)
+        v = keys if lowp is None else keys.to(lowp)
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, v))
         queries = self.norm3(queries + self.mlp(queries))
         q = queries + qpe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(add(keys, self.cross_attn_image_to_token(k, q, queries)))
         return queries, keys
 
 
@@ -84,6 +109,6 @@ class TwoWayTransformer(nn.Module):
         queries = tokens
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, kpe)
-        q, k = queries + tokens, keys + kpe
+        q, k = queries + tokens, add(keys, kpe)
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
         return queries, keys

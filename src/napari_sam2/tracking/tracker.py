@@ -19,6 +19,12 @@ Differences from the reference beyond D1-D5 (issue 4, bounded memory): non-condi
 farther than the memory window from the frame just tracked are released (see
 :mod:`napari_sam2.tracking.state`); per-frame results are handed to the caller and only the
 model-resolution outputs the memory bank can still use are kept.
+
+Many objects (issue 12): the objects tracked on one frame whose memory banks have the same layout
+(as many spatial memories and object pointers) go through memory attention, mask decoder and
+memory encoder as one batch, and what depends on the frame alone (the first memory-attention
+layer's self-attention and queries, the memory encoder's projection of the image features) is
+computed once for them. Each object's result is that of tracking it alone, up to float rounding.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ ANOTHER_RUN_MESSAGE = (
 )
 MASK_PROMPT_CLAMP = 32.0  # previous logits fed back as mask prompt are clamped to +-32
 DEFAULT_FEATURE_CACHE_BYTES = 256 * 2**20  # 16 frames of the official models at 1024 px
+DEFAULT_OBJECT_BATCH = 16  # objects tracked on a frame in one batch (about 10 MB each at 1024 px)
 
 
 class Tracker:
@@ -192,6 +199,9 @@ class Tracker:
         self._vision_pos: torch.Tensor | None = None  # the sine PE of image features, a constant
         # Set to a list to record, per decoder call, the memory used and the decisions.
         self.debug_trace: list[dict[str, Any]] | None = None
+        # Objects tracked on one frame with the same memory layout are computed as one batch of
+        # at most this many (1 tracks them one at a time; the tests compare both).
+        self._object_batch_size = DEFAULT_OBJECT_BATCH
         # Held by the running propagation (see the class notes). A Lock, not a flag: the
         # widget propagates on a worker thread, and a Lock may be released by any thread.
         self._running = threading.Lock()
@@ -389,12 +399,17 @@ class Tracker:
             outputs: dict[int, StoredOutput] = {}
             with self._compute():
                 feats = None
+                to_track = [obj for obj in objects if frame not in obj.conditioning]
+                if to_track:
+                    feats = self._image_features(frame)
+                    for group in self._batches(to_track, frame, direction):
+                        tracked = self._track(group, frame, direction, feats)
+                        for obj, out in zip(group, tracked, strict=True):
+                            outputs[obj.object_id] = out
                 for obj in objects:
                     out = obj.conditioning.get(frame)
                     if out is None:
-                        if feats is None:
-                            feats = self._image_features(frame)
-                        out = self._track(obj, frame, direction, feats)
+                        out = outputs[obj.object_id]
                         obj.non_conditioning[frame] = out
                     obj.tracked[frame] = direction
                     if self.memory_window > 0:
@@ -421,15 +436,42 @@ class Tracker:
                 self._trace("preflight", obj.object_id, frame, None, None, False)
             obj.commit_pending()
 
-    def _track(self, obj: ObjectState, frame: int, direction: int, feats: Any) -> StoredOutput:
-        """Predict an object on a frame from its memory and encode the frame's memory."""
-        plan = self._plan(obj, frame, direction)
-        pix = self._attend(obj, plan, feats)
+    def _batches(
+        self, objects: list[ObjectState], frame: int, direction: int
+    ) -> list[list[ObjectState]]:
+        """Objects to track on ``frame``, grouped for batched tracking.
+
+        Objects whose memory banks have the same layout (as many spatial memories and
+        pointers, hence the same token count) go through memory attention, mask decoder and
+        memory encoder as one batch, at most ``_object_batch_size`` at a time; the others go in
+        groups of their own. Groups keep the objects' order.
+        """
+        size = max(1, int(self._object_batch_size))
+        groups: dict[tuple[int, int], list[list[ObjectState]]] = {}
+        for obj in objects:
+            plan = self._plan(obj, frame, direction)
+            chunks = groups.setdefault((len(plan.spatial), len(plan.pointers)), [[]])
+            if len(chunks[-1]) == size:
+                chunks.append([])
+            chunks[-1].append(obj)
+        return [group for chunks in groups.values() for group in chunks]
+
+    def _track(
+        self, objects: list[ObjectState], frame: int, direction: int, feats: Any
+    ) -> list[StoredOutput]:
+        """Predict objects on a frame from their memories and encode the frame's memories.
+
+        ``objects`` share a memory layout (see :meth:`_batches`) and are computed as one batch;
+        each result is that of the object tracked alone (up to float rounding).
+        """
+        plans = [self._plan(obj, frame, direction) for obj in objects]
+        pix = self._attend(objects, plans, feats)
         head = self.model.predict_masks(pix, feats.high_res, None, None, None, True)
         memory = self._encode_memory(feats, head.high_res, head.object_score_logits, False)
-        out = self._stored(head, memory)
-        self._trace("track", obj.object_id, frame, plan, out.decision, False)
-        return out
+        outs = self._stored_rows(head, memory)
+        for obj, plan, out in zip(objects, plans, outs, strict=True):
+            self._trace("track", obj.object_id, frame, plan, out.decision, False)
+        return outs
 
     # --- prompts --------------------------------------------------------------------------
 
@@ -450,7 +492,7 @@ class Tracker:
                     pix = self.model.add_no_memory_embedding(feats.vision)
                 else:
                     plan = self._plan(obj, frame, obj.tracked[frame])
-                    pix = self._attend(obj, plan, feats)
+                    pix = self._attend([obj], [plan], feats)
                 previous = obj.output_at(frame)
                 mask_input = None
                 if previous is not None:
@@ -500,8 +542,28 @@ class Tracker:
             self.max_pointers,
         )
 
-    def _attend(self, obj: ObjectState, plan: MemoryPlan, feats: Any) -> torch.Tensor:
-        """Memory attention of the frame's features over the planned memories."""
+    def _attend(
+        self, objects: list[ObjectState], plans: list[MemoryPlan], feats: Any
+    ) -> torch.Tensor:
+        """Memory attention of the frame's features over each object's planned memories.
+
+        The plans must have one layout (token count); returns (len(objects), C, G, G).
+        """
+        sequences = [self._memory_sequence(o, p) for o, p in zip(objects, plans, strict=True)]
+        num_pointer_tokens = sequences[0][2]
+        if len(sequences) == 1:
+            memory, memory_pos = sequences[0][:2]
+        else:
+            memory = torch.cat([seq[0] for seq in sequences])
+            memory_pos = torch.cat([seq[1] for seq in sequences])
+        return self.model.attend_to_memory(
+            feats.vision, feats.vision_pos, memory, memory_pos, num_pointer_tokens
+        )
+
+    def _memory_sequence(
+        self, obj: ObjectState, plan: MemoryPlan
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One object's memory tokens (1, n, M), their PE and the number of pointer tokens."""
         tokens: list[torch.Tensor] = []
         positions: list[torch.Tensor] = []
         for frame, row, is_cond in plan.spatial:
@@ -524,11 +586,7 @@ class Tracker:
             tokens.append(tok)
             positions.append(pos)
             num_pointer_tokens = tok.shape[1]
-        memory = torch.cat(tokens, dim=1)
-        memory_pos = torch.cat(positions, dim=1)
-        return self.model.attend_to_memory(
-            feats.vision, feats.vision_pos, memory, memory_pos, num_pointer_tokens
-        )
+        return torch.cat(tokens, dim=1), torch.cat(positions, dim=1), num_pointer_tokens
 
     def _encode_memory(
         self, feats: Any, high_res: torch.Tensor, score: torch.Tensor, binarize: bool
@@ -539,6 +597,22 @@ class Tracker:
         # Stored as bfloat16 like the reference; float64 goes through float32 (two roundings,
         # exactly what torch does in the reference's float64 run).
         return memory.float().to(torch.bfloat16)
+
+    def _stored_rows(self, head: Any, memory: torch.Tensor) -> list[StoredOutput]:
+        """One stored output per row of a batched head output and its memories."""
+        if head.low_res.shape[0] == 1:
+            return [self._stored(head, memory)]
+        rows = []
+        for i in range(head.low_res.shape[0]):
+            row = dataclasses.replace(
+                head,
+                low_res=head.low_res[i : i + 1].clone(),
+                obj_ptr=head.obj_ptr[i : i + 1].clone(),
+                object_score_logits=head.object_score_logits[i : i + 1].clone(),
+                decision=_decision_row(head.decision, i),
+            )
+            rows.append(self._stored(row, memory[i : i + 1].clone()))
+        return rows
 
     def _stored(self, head: Any, memory: torch.Tensor | None) -> StoredOutput:
         low = head.low_res.to(self.dtype)
@@ -669,3 +743,11 @@ class Tracker:
                 )
             obj = self._objects[object_id] = ObjectState(object_id)
         return obj
+
+
+def _decision_row(decision: dict[str, Any], row: int) -> dict[str, Any]:
+    """The decoder decisions of one row of a batched call, as a call of batch 1 records them."""
+    out = {}
+    for key, value in decision.items():
+        out[key] = [value[row]] if isinstance(value, list) else value
+    return out
