@@ -11,7 +11,10 @@ under 0.3 MB per frame.
 memory, ``Tracker(model, stack)`` with the default feature cache, ``add_points`` and
 ``propagate``, in one subprocess for the largest N that reports its own ``ru_maxrss`` after
 each frame (the peak after frame N is the peak of an N-frame run: frames are tracked in order
-and nothing depends on later ones except the pointers' time scale). ``--no-trim`` turns off
+and nothing depends on later ones except the pointers' time scale). Where Linux allows it, the
+peak is reset after each frame (``/proc/self/clear_refs``) so that each frame's own peak is
+known too: the median of those over the 8 frames before each N tells a trend from the scatter
+of single frames. ``--no-trim`` turns off
 the per-frame ``malloc_trim`` of the tracker (napari_sam2.tracking.memory_trim) to measure
 without it.
 
@@ -122,12 +125,37 @@ def tracker_child(stack_path: str, objects: int, model_name: str, trim: bool) ->
     tracker.add_points(0, 1, [(150, 200)], [1])
     if objects == 2:
         tracker.add_box(0, 2, [350, 270, 410, 330])
-    peaks = []
+    peaks, frame_peaks = [], []
+    resettable = reset_peak()
     start = time.perf_counter()
     for _ in tracker.propagate():
-        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        if resettable:  # the peak of this frame alone, then start the next frame's afresh
+            frame_peaks.append(status_mb("VmHWM"))
+            reset_peak()
+            peaks.append(max(frame_peaks[-1], peaks[-1] if peaks else 0.0))
+        else:
+            peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     seconds = time.perf_counter() - start
-    print(json.dumps({"peaks": peaks, "seconds": seconds, "trim_seconds": trim_seconds[0]}))
+    out = {"peaks": peaks, "frame_peaks": frame_peaks, "seconds": seconds}
+    print(json.dumps({**out, "trim_seconds": trim_seconds[0]}))
+
+
+def status_mb(key: str) -> float:
+    """A memory line of /proc/self/status (VmRSS, VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def reset_peak() -> bool:
+    """Reset the process's peak resident size (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``,
+    which resets ``ru_maxrss`` too); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def run_tracker(frames: list[int], model: str, objects: int, trim: bool, workdir: Path) -> list:
@@ -143,9 +171,18 @@ def run_tracker(frames: list[int], model: str, objects: int, trim: bool, workdir
         f"tracked {n} frames in {data['seconds']:.1f} s ({data['seconds'] / n:.2f} s/frame), "
         f"malloc_trim {1000 * data['trim_seconds'] / n:.2f} ms/frame"
     )
-    return [
+    rows = [
         {"frames": f, "peak_rss_mb": data["peaks"][f - 1], "seconds": float("nan")} for f in frames
     ]
+    # The cumulative peak is the largest of noisy per-frame peaks (a frame's temporaries land a
+    # little differently each time); the median per-frame peak of the last 8 frames before each
+    # size says whether the level itself moves.
+    per_frame = data.get("frame_peaks") or []
+    for row in rows:
+        window = per_frame[max(0, row["frames"] - 8) : row["frames"]]
+        if window:
+            row["median_frame_peak_mb"] = float(np.median(window))
+    return rows
 
 
 def main() -> None:
@@ -165,7 +202,11 @@ def main() -> None:
         if args.path == "tracker":
             rows = run_tracker(args.frames, args.model, args.objects, not args.no_trim, Path(tmp))
             for r in rows:
-                print(f"{r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:8.1f} MB", flush=True)
+                median = r.get("median_frame_peak_mb")
+                first = max(1, r["frames"] - 7)
+                extra = "" if median is None else f"  (median frame peak, frames {first}-"
+                extra += "" if median is None else f"{r['frames']}: {median:.1f} MB)"
+                print(f"{r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:8.1f} MB{extra}")
         for n in args.frames if args.path == "cli" else []:
             rows.append(run(n, args.model, args.objects, Path(tmp)))
             r = rows[-1]
@@ -180,6 +221,11 @@ def main() -> None:
             f"growth {a['frames']} -> {b['frames']} frames: {growth:.3f} MB/frame "
             f"({'ok' if growth <= 0.3 else 'ABOVE'} the 0.3 MB/frame bound)"
         )
+        if "median_frame_peak_mb" in a and "median_frame_peak_mb" in b:
+            level = (b["median_frame_peak_mb"] - a["median_frame_peak_mb"]) / (
+                b["frames"] - a["frames"]
+            )
+            print(f"  median per-frame peak: {level:+.3f} MB/frame")
 
 
 if __name__ == "__main__":

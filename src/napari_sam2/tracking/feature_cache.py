@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from napari_sam2.tracking.memory_trim import off_heap_copy
+
 __all__ = ["FeatureCache", "tensor_bytes"]
 
 
@@ -41,12 +43,20 @@ class FeatureCache:
 
     The most recent entry is always kept, even when it alone exceeds the budget, so the frame
     being worked on never needs encoding twice.
+
+    With ``off_heap`` (default), entries that stay cached are stored as copies of their large
+    CPU tensors in memory maps of their own (``memory_trim.off_heap_copy``): they outlive many
+    frames, and kept among a frame's temporaries on glibc's heap they fragment it until the
+    peak resident size grows with every frame. ``put`` returns the value kept (the caller may
+    go on with the original). An entry larger than the whole budget (a budget of 0 included)
+    lives only until the next ``put`` and is not copied.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, off_heap: bool = True) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = int(max_bytes)
+        self.off_heap = bool(off_heap)
         self._entries: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self.hits = 0
@@ -61,15 +71,18 @@ class FeatureCache:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, key: int, value: Any) -> None:
+    def put(self, key: int, value: Any) -> Any:
         if key in self._entries:
             self._bytes -= self._entries.pop(key)[1]
         size = tensor_bytes(value)
+        if self.off_heap and 0 < size <= self.max_bytes:
+            value = off_heap_copy(value)
         self._entries[key] = (value, size)
         self._bytes += size
         while self._bytes > self.max_bytes and len(self._entries) > 1:
             _, (_, old) = self._entries.popitem(last=False)
             self._bytes -= old
+        return value
 
     def clear(self) -> None:
         self._entries.clear()

@@ -12,16 +12,34 @@ heap (also those in its middle, with ``madvise``) back once per frame, leaving t
 settings alone.
 
 On other C libraries (macOS, Windows, musl) the call is not available and this is a no-op.
+
+Trimming cannot undo the fragmentation itself: the feature cache keeps each frame's 16 MB of
+features for 16 frames, allocated wherever the encoder's output landed among the frame's
+transients, so every eviction leaves holes of a different size and place, and the transient
+tensors of later frames, which no longer fit them, extend the heap. :func:`off_heap_copy`
+keeps such long-lived tensors out of the heap instead: each in an anonymous memory map of its
+own (``mmap``, not ``malloc``), returned to the system as a whole when the tensor is freed. The
+heap then holds only what a frame allocates and frees, which reuses the same space frame after
+frame. Like the trim, this changes nothing about the process's allocator.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
+import mmap
 import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["release_freed_memory"]
+import torch
+
+__all__ = ["release_freed_memory", "off_heap_copy", "OFF_HEAP_MIN_BYTES"]
+
+# Smaller tensors stay where they are: a memory map costs a system call and whole pages, and
+# glibc hands out small blocks from bins that do not fragment the heap the same way.
+OFF_HEAP_MIN_BYTES = 256 * 1024
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -50,3 +68,67 @@ def release_freed_memory() -> bool:
     if _MALLOC_TRIM is None:
         return False
     return bool(_MALLOC_TRIM(0))
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s layout is a permutation of a contiguous one (contiguous, channels-last,
+    ...): it covers exactly ``numel`` elements of its storage, none twice."""
+    expected = 1
+    dims = sorted((s, n) for n, s in zip(t.shape, t.stride(), strict=True) if n > 1)
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _off_heap_tensor(t: torch.Tensor) -> torch.Tensor:
+    nbytes = t.numel() * t.element_size()
+    if (
+        t.device.type != "cpu"
+        or nbytes == 0
+        or nbytes < OFF_HEAP_MIN_BYTES
+        or t.requires_grad
+        or t.layout != torch.strided
+        or t.is_quantized
+        or not _dense(t)
+    ):
+        return t
+    buffer = mmap.mmap(-1, nbytes)  # anonymous, zero-filled; unmapped when the tensor dies
+    flat = torch.frombuffer(buffer, dtype=torch.uint8, count=nbytes).view(t.dtype)
+    out = flat.as_strided(t.shape, t.stride())  # the same layout: the same kernels run on it
+    out.copy_(t)
+    return out
+
+
+def off_heap_copy(value: Any) -> Any:
+    """``value`` with its large CPU tensors copied into memory maps of their own.
+
+    Walks tensors, tuples, lists, dicts and dataclasses (rebuilt with the copies); anything
+    else, and tensors under :data:`OFF_HEAP_MIN_BYTES`, on a GPU, not dense (views with gaps or
+    overlaps) or needing gradients, is returned as is. Values and strides (channels-last
+    included) are the same, so computations on the copy give bit-identical results. Used where
+    tensors outlive the frame that made them (the feature cache), so that they do not fragment
+    the heap (see the module notes). Only on Linux, where the problem is glibc's; elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return value
+    return _copy(value)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return _off_heap_tensor(value)
+    if isinstance(value, tuple):
+        items = [_copy(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: _copy(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+        }
+        return dataclasses.replace(value, **changes)
+    return value

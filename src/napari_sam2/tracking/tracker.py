@@ -622,7 +622,9 @@ class Tracker:
             low_res=low,
             obj_ptr=head.obj_ptr.to(self.dtype),
             score=head.object_score_logits.to(self.dtype),
-            memory=memory,
+            # kept for up to memory_window frames: out of the heap, like the cached features
+            # (see memory_trim.off_heap_copy; the small low_res stays, one map per output)
+            memory=memory_trim.off_heap_copy(memory),
             decision=getattr(head, "decision", None),
         )
 
