@@ -14,7 +14,7 @@ CHUNK_BYTES = 8 * 2**20
 
 # oneDNN's linear with the bias (and an activation) fused into the matmul.
 _LINEAR_POINTWISE = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-# parameter -> (key, low-precision copy); see `lowp_param`
+# parameter -> {row order or None: (key, low-precision copy)}; see `lowp_param`
 _LOWP_CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
@@ -33,16 +33,25 @@ def lowp_dtype(device: torch.device) -> torch.dtype | None:
     return dtype if dtype == torch.bfloat16 else None
 
 
-def lowp_param(p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """p cast to dtype, cached until p changes (in place, or its storage is replaced)."""
+def lowp_param(
+    p: torch.Tensor, dtype: torch.dtype, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """p cast to dtype (p[rows] with an index tensor rows), cached until p or rows change (in
+    place, or their storage is replaced)."""
     try:
         key = (dtype, p.device, p.data_ptr(), p._version)
+        if rows is not None:
+            key += (rows.device, rows.data_ptr(), rows._version)
     except RuntimeError:  # an inference tensor has no version counter: no cache
-        return p.to(dtype)
-    hit = _LOWP_CACHE.get(p)
+        return (p if rows is None else p[rows]).to(dtype)
+    variants = _LOWP_CACHE.get(p)
+    if variants is None:
+        variants = _LOWP_CACHE[p] = {}
+    variant = None if rows is None else id(rows)
+    hit = variants.get(variant)
     if hit is None or hit[0] != key:
-        hit = (key, p.detach().to(dtype))
-        _LOWP_CACHE[p] = hit
+        value = p.detach() if rows is None else p.detach()[rows]
+        hit = variants[variant] = (key, value.to(dtype))
     return hit[1]
 
 
@@ -92,7 +101,15 @@ def linear(layer: nn.Linear, x: torch.Tensor, activation: str | None = None) -> 
         return y if activation is None else _ACTIVATIONS[activation](y)
     w = lowp_param(layer.weight, dtype)
     b = None if layer.bias is None else lowp_param(layer.bias, dtype)
-    x = x.to(dtype)
+    return lowp_linear(x, w, b, activation)
+
+
+def lowp_linear(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, activation: str | None = None
+) -> torch.Tensor:
+    """F.linear(x, w, b) then activation, in the dtype of the (cached, see `lowp_param`)
+    low-precision weights w and b, through oneDNN's fused linear where torch has it."""
+    x = x.to(w.dtype)
     if _LINEAR_POINTWISE is not None and torch.backends.mkldnn.is_available():
         algorithm = "none" if activation == "gelu" else ""
         return _LINEAR_POINTWISE(x, w, b, activation or "none", [], algorithm)
