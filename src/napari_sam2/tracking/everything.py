@@ -179,18 +179,20 @@ def segment_everything_in_features(
         sparse, dense = prompts(coords, labels, None)
         high_res = tuple(level.expand(b, -1, -1, -1) for level in feats.high_res)
         out = decoder(pix.expand(b, -1, -1, -1), dense_pe, sparse, dense, high_res)
-        logits = out.masks[:, 1:]  # the three multimask outputs
-        ious = out.ious[:, 1:]
-        logits = F.interpolate(
-            logits.float(), (height, width), mode="bilinear", align_corners=False
-        ).flatten(0, 1)
-        ious = ious.float().flatten()
+        ious = out.ious[:, 1:].float().flatten()  # the three multimask outputs
         prompt_points = points.repeat_interleave(3, dim=0)
-        keep = ious > pred_iou_thresh
+        # The predicted-IoU filter needs no mask: only the masks it keeps are upsampled to the
+        # frame (on a CPU that resize costs more than the decoder).
+        passed = ious > pred_iou_thresh
+        logits = out.masks[:, 1:].flatten(0, 1)[passed]
+        ious, prompt_points = ious[passed], prompt_points[passed]
+        logits = F.interpolate(
+            logits[:, None].float(), (height, width), mode="bilinear", align_corners=False
+        )[:, 0]
         inter = (logits > mask_threshold + stability_score_offset).sum(dim=(1, 2)).float()
         union = (logits > mask_threshold - stability_score_offset).sum(dim=(1, 2)).float()
         stability = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
-        keep &= stability >= stability_score_thresh
+        keep = stability >= stability_score_thresh
         kept_masks.append((logits[keep] > mask_threshold).cpu())
         kept_ious.append(ious[keep].cpu())
         kept_stability.append(stability[keep].cpu())
