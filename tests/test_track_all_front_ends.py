@@ -176,6 +176,8 @@ def test_cli_auto_writes_every_output(files, model_args, capsys):
     out = files["out"]
     argv = ["track", str(files["stack"]), "--auto", "--seeds", str(files["seeds"])]
     argv += ["--out", str(out), "--discover-every", "0", "--end-after", "2", *model_args]
+    argv += ["--division-min-ratio", "0.5", "--division-min-part-area", "20"]
+    argv += ["--division-frames", "3", "--new-max-overlap", "0.1"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     names = {"labels.tif", "presence.csv", "ctc", "lineage.geff", "decisions.json", "run.json"}
     assert {p.name for p in out.iterdir()} == names
@@ -186,6 +188,10 @@ def test_cli_auto_writes_every_output(files, model_args, capsys):
     assert decisions["seeds"] == str(files["seeds"])
     assert decisions["settings"]["discover_every"] == 0
     assert decisions["settings"]["end_after"] == 2
+    assert decisions["settings"]["division_min_ratio"] == 0.5
+    assert decisions["settings"]["division_min_part_area"] == 20
+    assert decisions["settings"]["division_frames"] == 3
+    assert decisions["settings"]["new_max_overlap"] == 0.1
     assert [(d["kind"], d["object_id"]) for d in decisions["decisions"]][:2] == [
         ("seed", 5),
         ("seed", 9),
@@ -269,6 +275,8 @@ def test_cli_auto_stopped_by_a_signal_writes_the_frames_done(files, model_args, 
         (["--auto", "--direction", "reverse"], "--direction reverse is not possible"),
         (["--auto", "--discover-every", "-1"], "--discover-every must be >= 0"),
         (["--auto", "--points-per-side", "0"], "--points-per-side must be >= 1"),
+        (["--auto", "--division-min-ratio", "1.5"], "--division-min-ratio must be between"),
+        (["--division-frames", "3"], "--division-frames only apply with --auto"),
         (["--auto", "--seeds", "MISSING"], "does not exist"),
         (["--auto", "--seeds", "WIDE"], "do not match the frames"),
         (["--auto", "--start", "99"], "--start 99 is beyond"),

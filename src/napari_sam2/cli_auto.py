@@ -28,6 +28,10 @@ AUTO_OPTIONS = (
     "no_divisions",
     "end_after",
     "new_min_area",
+    "new_max_overlap",
+    "division_min_ratio",
+    "division_min_part_area",
+    "division_frames",
     "points_per_side",
 )
 """Options that only apply with --auto (argparse destinations)."""
@@ -74,6 +78,32 @@ def add_auto_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="PIXELS",
         help="smallest area of a new object or segment-everything seed (default 30)",
+    )
+    group.add_argument(
+        "--new-max-overlap",
+        type=float,
+        metavar="FRACTION",
+        help="a found object is new if at most this fraction of it is already labelled "
+        "(default 0.2)",
+    )
+    group.add_argument(
+        "--division-min-ratio",
+        type=float,
+        metavar="RATIO",
+        help="a split divides only if the smaller part is at least RATIO of the larger "
+        "(default 0.3)",
+    )
+    group.add_argument(
+        "--division-min-part-area",
+        type=int,
+        metavar="PIXELS",
+        help="a split divides only if each part has at least PIXELS (default 15)",
+    )
+    group.add_argument(
+        "--division-frames",
+        type=int,
+        metavar="N",
+        help="a split divides only after it lasted N consecutive frames (default 2)",
     )
     group.add_argument(
         "--points-per-side",
@@ -127,12 +157,17 @@ class AutoRun:
         self.args = args
         self.start = 0 if args.start is None else int(args.start)
         values: dict[str, Any] = {}
-        if args.discover_every is not None:
-            values["discover_every"] = args.discover_every
-        if args.end_after is not None:
-            values["end_after"] = args.end_after
-        if args.new_min_area is not None:
-            values["new_min_area"] = args.new_min_area
+        for name in (
+            "discover_every",
+            "end_after",
+            "new_min_area",
+            "new_max_overlap",
+            "division_min_ratio",
+            "division_min_part_area",
+            "division_frames",
+        ):
+            if getattr(args, name) is not None:
+                values[name] = getattr(args, name)
         if args.no_divisions:
             values["divisions"] = False
         if args.points_per_side is not None:
