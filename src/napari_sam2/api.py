@@ -323,17 +323,7 @@ def track(
     # an unknown precision fails here, before the model loads
     dtype = autocast_dtype(dev, precision)
 
-    def frames_of(size: int, limits: Sequence[float] | None, win: Any = None) -> FrameSource:
-        return prepare_frames(
-            stack,
-            size,
-            frame_axis=frame_axis,
-            channel_axis=channel_axis,
-            channels=channels,
-            fixed=fixed,
-            contrast_limits=limits,
-            window=win,
-        )
+    frames_of = _frames_factory(stack, frame_axis, channel_axis, channels, fixed)
 
     # Every check that needs no network runs before it loads (a large model takes seconds to
     # minutes): the frames' size, the prompts, the label array.
@@ -538,17 +528,7 @@ def track_all(
     dev = resolve_device(device)
     dtype = autocast_dtype(dev, precision)  # an unknown precision fails before the model loads
 
-    def frames_of(size: int, limits: Sequence[float] | None, win: Any = None) -> FrameSource:
-        return prepare_frames(
-            stack,
-            size,
-            frame_axis=frame_axis,
-            channel_axis=channel_axis,
-            channels=channels,
-            fixed=fixed,
-            contrast_limits=limits,
-            window=win,
-        )
+    frames_of = _frames_factory(stack, frame_axis, channel_axis, channels, fixed)
 
     frames = frames_of(_image_size_hint(model), contrast_limits, window)
     try:
@@ -595,3 +575,24 @@ def track_all(
     finally:
         frames.close()
     return AutoTrackResult(labels, auto.lineage, table, auto.decisions, written)
+
+
+def _frames_factory(
+    stack: Any, frame_axis: Any, channel_axis: Any, channels: Any, fixed: Any
+) -> Callable[..., FrameSource]:
+    """``frames_of(size, contrast_limits, window=None)``: the stack's frames at a model size
+    (the size is known only once the model is, and a window may replace the limits)."""
+
+    def frames_of(size: int, limits: Sequence[float] | None, win: Any = None) -> FrameSource:
+        return prepare_frames(
+            stack,
+            size,
+            frame_axis=frame_axis,
+            channel_axis=channel_axis,
+            channels=channels,
+            fixed=fixed,
+            contrast_limits=limits,
+            window=win,
+        )
+
+    return frames_of
