@@ -172,6 +172,22 @@ def test_frame_points_are_centroids_and_areas():
     assert rows.tolist() == [[5.0, 3.0, 2.5, 11.5, 8.0]]
 
 
+def test_tracks_gathered_frame_by_frame_are_those_of_the_outputs():
+    from napari_sam2.outputs.lineage import tracks_layer_data
+    from napari_sam2.widget.track_all_controller import _tracks_from_points
+
+    gt = truth()
+    lineage = Lineage()
+    for k, first, parent in ((1, 0, 0), (2, 4, 1), (3, 4, 1), (4, 5, 0)):
+        lineage.start(k, first, parent)
+        lineage.seen(k, T - 1 if k != 1 else 3)
+    gathered = _tracks_from_points([frame_points(t, gt[t]) for t in range(T)], lineage)
+    data, graph, properties = tracks_layer_data(gt, lineage)
+    np.testing.assert_allclose(gathered.data, np.asarray(data, float))
+    assert gathered.graph == {k: list(v) for k, v in dict(graph).items()}
+    np.testing.assert_allclose(gathered.properties["area"], properties["area"])
+
+
 def test_tracks_of_a_time_z_stack_sit_at_the_tracked_slice():
     plan = AxisPlan.from_shape((5, 7, 32, 32), 0, fixed={1: 4})
     rows = tracks_for_layer(np.array([[1, 2, 10.0, 11.0]]), plan)

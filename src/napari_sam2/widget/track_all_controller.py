@@ -229,8 +229,8 @@ def frame_points(frame_index: int, labels: np.ndarray) -> np.ndarray:
 
 
 def _tracks_from_points(points: list[np.ndarray], lineage: Any) -> TracksData | None:
-    """The Tracks data of the frames a run wrote (the stand-in for the outputs' own
-    ``tracks_layer_data`` where that is not available)."""
+    """The Tracks data of the frames a run wrote, from their (id, t, y, x, area) rows: what
+    :func:`napari_sam2.outputs.lineage.tracks_layer_data` gives for the run's labels."""
     rows = np.concatenate(points) if points else np.zeros((0, 5))
     if not len(rows):
         return None
@@ -579,26 +579,9 @@ class TrackAllController:
         self.finished.emit(self.outcome)
 
     def _tracks(self, job: _Job, lineage: Any) -> TracksData | None:
-        try:
-            from napari_sam2.outputs.lineage import tracks_layer_data
-        except ImportError:
-            return _tracks_from_points(job.points, lineage)
-        labels = np.asarray(job.target.spec.labels)
-        owned = np.fromiter(job.ids, np.int64) if job.ids else np.zeros(0, np.int64)
-        # only the run's objects: the user's own labels are no tracks of this lineage
-        run_labels = np.where(np.isin(labels, owned), labels, 0).astype(labels.dtype)
-        data, graph, properties = tracks_layer_data(run_labels, lineage)
-        data = np.asarray(data, float).reshape(-1, 4)
-        if not len(data):
-            return None
-        present = {int(k) for k in data[:, 0]}
-        graph = {
-            int(k): [int(p) for p in (v if isinstance(v, (list, tuple)) else [v])]
-            for k, v in dict(graph).items()
-            if int(k) in present
-        }
-        graph = {k: [p for p in v if p in present] for k, v in graph.items()}
-        return TracksData(data, {k: v for k, v in graph.items() if v}, dict(properties or {}))
+        # from the centroids gathered frame by frame as the run wrote them: no pass over the
+        # whole stack on the GUI thread at the end
+        return _tracks_from_points(job.points, lineage)
 
     def _emit_progress(self) -> None:
         p = self.progress
