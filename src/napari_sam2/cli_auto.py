@@ -22,18 +22,18 @@ __all__ = ["AUTO_FORMATS", "AutoOptionError", "AutoRun", "add_auto_arguments"]
 AUTO_FORMATS = ("ctc", "geff", "decisions")
 """Outputs an --auto run writes besides --format's (default tiff csv)."""
 
-AUTO_OPTIONS = (
-    "seeds",
+SETTING_OPTIONS = (
     "discover_every",
-    "no_divisions",
     "end_after",
     "new_min_area",
     "new_max_overlap",
     "division_min_ratio",
     "division_min_part_area",
     "division_frames",
-    "points_per_side",
 )
+"""Options that set the TrackAllSettings field of the same name."""
+
+AUTO_OPTIONS = ("seeds", "no_divisions", "points_per_side", *SETTING_OPTIONS)
 """Options that only apply with --auto (argparse destinations)."""
 
 
@@ -157,15 +157,7 @@ class AutoRun:
         self.args = args
         self.start = 0 if args.start is None else int(args.start)
         values: dict[str, Any] = {}
-        for name in (
-            "discover_every",
-            "end_after",
-            "new_min_area",
-            "new_max_overlap",
-            "division_min_ratio",
-            "division_min_part_area",
-            "division_frames",
-        ):
+        for name in SETTING_OPTIONS:
             if getattr(args, name) is not None:
                 values[name] = getattr(args, name)
         if args.no_divisions:
