@@ -9,6 +9,8 @@ tooltip holds the full message until work succeeds again.
 
 from __future__ import annotations
 
+from typing import Any
+
 from napari.utils.notifications import (
     ErrorNotification,
     Notification,
@@ -34,6 +36,20 @@ def notify_failure(short: str, exc: BaseException | None = None) -> Notification
     return notification
 
 
+def render_progress(panel: Any, text: str, done: int, total: int) -> None:
+    """A panel's progress line and bar (its ``progress_label`` and ``progress_bar``)."""
+    panel.progress_label.setText(text)
+    panel.progress_bar.setMaximum(max(total, 1))
+    panel.progress_bar.setValue(min(done, max(total, 1)))
+
+
+def render_status(label: Any, text: str, detail: str) -> None:
+    """A status line: the short text, the details in its tooltip, hidden when empty."""
+    label.setText(text)
+    label.setToolTip(detail)
+    label.setVisible(bool(text))
+
+
 class PropagateView:
     """Renders ``runs`` in ``panel`` and tells the user about failures and cancels."""
 
@@ -55,15 +71,10 @@ class PropagateView:
         self.panel.cancel_button.setEnabled(propagating)
 
     def show_progress(self, text: str, done: int, total: int) -> None:
-        self.panel.progress_label.setText(text)
-        self.panel.progress_bar.setMaximum(max(total, 1))
-        self.panel.progress_bar.setValue(min(done, max(total, 1)))
+        render_progress(self.panel, text, done, total)
 
     def show_status(self, text: str, detail: str, error: bool) -> None:
-        label = self.panel.status_label
-        label.setText(text)
-        label.setToolTip(detail)
-        label.setVisible(bool(text))
+        render_status(self.panel.status_label, text, detail)
 
     def notify(self, short: str, detail: str, exc: BaseException) -> None:
         notify_failure(short, exc)

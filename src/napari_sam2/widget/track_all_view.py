@@ -8,7 +8,7 @@ from __future__ import annotations
 from napari.utils.notifications import show_info
 
 from napari_sam2.widget.panels import TrackAllPanel
-from napari_sam2.widget.propagate_view import notify_failure
+from napari_sam2.widget.propagate_view import notify_failure, render_progress, render_status
 from napari_sam2.widget.track_all_controller import TrackAllController, TrackAllOutcome
 
 __all__ = ["TrackAllView"]
@@ -89,15 +89,10 @@ class TrackAllView:
         self.panel.cancel_button.setEnabled(running)
 
     def show_progress(self, text: str, done: int, total: int) -> None:
-        self.panel.progress_label.setText(text)
-        self.panel.progress_bar.setMaximum(max(total, 1))
-        self.panel.progress_bar.setValue(min(done, max(total, 1)))
+        render_progress(self.panel, text, done, total)
 
     def show_status(self, text: str, detail: str, error: bool) -> None:
-        label = self.panel.status_label
-        label.setText(text)
-        label.setToolTip(detail)
-        label.setVisible(bool(text))
+        render_status(self.panel.status_label, text, detail)
 
     def show_summary(self, text: str) -> None:
         self.panel.summary_label.setText(text)
