@@ -284,3 +284,32 @@ def test_track_all_with_the_real_network_alone(add_widget, run_and_wait, small_m
     assert isinstance(tracks, Tracks)
     assert set(tracks.data[:, 0].astype(int)) == set(np.unique(output.data).tolist()) - {0}
     assert panel.summary_label.text().startswith(f"{len(outcome.lineage)} objects")
+
+
+def test_track_all_without_weights_says_so_and_writes_nothing(
+    add_widget, run_and_wait, qtbot, weights_env, monkeypatch
+):
+    """No model loaded and none on disk: pressing Track all reports what is missing once,
+    writes no label, and leaves the panel ready."""
+    import dataclasses
+    import socket
+
+    from napari_sam2.weights import MODEL_REGISTRY
+
+    with socket.socket() as probe:  # a port where nothing listens: no download either
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    name = "sam2.1_hiera_tiny"
+    url = f"http://127.0.0.1:{port}/{name}.pt"
+    monkeypatch.setitem(MODEL_REGISTRY, name, dataclasses.replace(MODEL_REGISTRY[name], url=url))
+    viewer, widget = add_widget(two_cells())
+    viewer.dims.set_current_step(0, 0)
+    panel = widget.track_all_panel
+    run_and_wait(widget, lambda: press(qtbot, widget.track_all_button))
+    assert widget.auto.last_error is not None
+    status = panel.status_label.text()
+    assert status.startswith("SAM 2: Track all failed") and name in status, status
+    output = widget._output_layer()
+    assert output is None or not output.data.any()
+    assert widget.tracks_layer is None
+    assert panel.track_button.isEnabled() and panel.segment_button.isEnabled()
