@@ -28,7 +28,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "napari_sam2"
 
-FRONT_ENDS = ("widget", "cli", "api", "batch", "_reader", "_writer", "_sample_data")
+# the command line is cli.py and the modules beside it (cli_parser.py, cli_outputs.py, ...)
+CLI = ("cli", *(path.stem for path in sorted(SRC.glob("cli_*.py"))))
+FRONT_ENDS = ("widget", *CLI, "api", "batch", "_reader", "_writer", "_sample_data")
 QT = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari.qt", "superqt", "magicgui")
 GUI = ("napari",) + QT  # "napari" covers napari.qt and every other napari module
 
@@ -46,14 +48,17 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # helpers of the outputs and the front ends (TIFF metadata, stacks on disk)
     "napari_sam2.tiff_meta": _internal("stack_files", *FRONT_ENDS) + GUI,
     "napari_sam2.stack_files": _internal(*FRONT_ENDS) + GUI,
-    "napari_sam2.api": _internal("widget", "cli", "_reader", "_writer", "_sample_data") + GUI,
-    "napari_sam2.cli": _internal("widget", "_reader", "_writer", "_sample_data") + GUI,
+    "napari_sam2.api": _internal("widget", *CLI, "_reader", "_writer", "_sample_data") + GUI,
+    **{
+        f"napari_sam2.{name}": _internal("widget", "_reader", "_writer", "_sample_data") + GUI
+        for name in CLI
+    },
     # batches run the command line's track on cluster workers: never napari or Qt
     "napari_sam2.batch": _internal("widget", "_reader", "_writer", "_sample_data") + GUI,
     # the npe2 reader, writer and sample data may use napari where they need it, never Qt
-    "napari_sam2._reader": _internal("widget", "cli") + QT,
-    "napari_sam2._writer": _internal("widget", "cli") + QT,
-    "napari_sam2._sample_data": _internal("widget", "cli") + QT,
+    "napari_sam2._reader": _internal("widget", *CLI) + QT,
+    "napari_sam2._writer": _internal("widget", *CLI) + QT,
+    "napari_sam2._sample_data": _internal("widget", *CLI) + QT,
 }
 # The widget's controllers hold its state and are tested without Qt; only the views use Qt.
 QT_FREE_WIDGET_MODULES = (
