@@ -30,6 +30,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "napari_sam2"
 
 # the command line is cli.py and the modules beside it (cli_parser.py, cli_outputs.py, ...)
 CLI = ("cli", *(path.stem for path in sorted(SRC.glob("cli_*.py"))))
+# the weights store is weights.py and the modules beside it (weights_lock.py, weights_files.py, ...)
+WEIGHTS = ("weights", *(path.stem for path in sorted(SRC.glob("weights_*.py"))))
 FRONT_ENDS = ("widget", *CLI, "api", "batch", "_reader", "_writer", "_sample_data")
 QT = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari.qt", "superqt", "magicgui")
 GUI = ("napari",) + QT  # "napari" covers napari.qt and every other napari module
@@ -42,7 +44,10 @@ def _internal(*names: str) -> tuple[str, ...]:
 # package prefix -> imports (module prefixes) it must not make. A layer may import the layers
 # above it: tracking may use weights, outputs may use tracking.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "napari_sam2.weights": _internal("tracking", "outputs", *FRONT_ENDS) + GUI,
+    **{
+        f"napari_sam2.{name}": _internal("tracking", "outputs", *FRONT_ENDS) + GUI
+        for name in WEIGHTS
+    },
     "napari_sam2.tracking": _internal("outputs", *FRONT_ENDS) + GUI,
     "napari_sam2.outputs": _internal(*FRONT_ENDS) + GUI,
     # helpers of the outputs and the front ends (TIFF metadata, stacks on disk)

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from file_server import FileServer
-from napari_sam2 import weights
+from napari_sam2 import weights, weights_lock
 from napari_sam2.model.build import load_checkpoint
 from napari_sam2.weights import (
     CACHE_ENV,
@@ -252,7 +252,7 @@ def test_stuck_lock_holder_is_reported_and_waited_for_only_so_long(
     try:
         assert holder.stdout.readline().strip() == "locked"
         monkeypatch.setenv(LOCK_TIMEOUT_ENV, "0.5")
-        monkeypatch.setattr(weights, "_LOCK_REPORT_AFTER", 0.1, raising=False)
+        monkeypatch.setattr(weights_lock, "_LOCK_REPORT_AFTER", 0.1, raising=False)
         caplog.set_level(logging.INFO, logger="napari_sam2.weights")
         calls: list = []
         outcome = run_with_deadline(

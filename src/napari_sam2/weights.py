@@ -28,6 +28,11 @@ that does not fit on the cache's disk is refused before it starts where the serv
 and a full disk met halfway removes the partial file: the error names the folder and the space
 needed, and suggests ``NAPARI_SAM2_CACHE`` or ``NAPARI_SAM2_WEIGHTS``.
 
+The code lives in this module and the modules beside it, each named for what it holds:
+``weights_registry`` (the registered checkpoints), ``weights_files`` (checks of files on disk),
+``weights_lock`` (the download lock) and ``weights_errors`` (:class:`WeightsError`). Import
+every public name from here.
+
 This module imports neither napari nor Qt nor the network package: scripts and cluster jobs
 use it as they are.
 """
@@ -37,22 +42,40 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import http.client
-import json
-import logging
 import os
 import shutil
-import tempfile
-import time
 import urllib.error
 import urllib.request
-import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from napari_sam2.weights_errors import WeightsError
+from napari_sam2.weights_files import (
+    _CHUNK,
+    _loads_as_checkpoint,
+    _quiet_problem,
+    _read_sidecar,
+    _remove,
+    _sha256_of,
+    _sidecar,
+    _write_sidecar,
+    checkpoint_file_problem,
+)
+from napari_sam2.weights_lock import (
+    LOCK_TIMEOUT_ENV,
+    ProgressCallback,
+    _download_lock,
+    _lock_timeout_from_env,
+)
+from napari_sam2.weights_lock import _lock_path as _lock_path  # the tests take it from here
+from napari_sam2.weights_registry import (
+    CHECKPOINT_NAMES,
+    FINE_TUNE_NAMES,
+    FINE_TUNES,
+    MODEL_REGISTRY,
+    CheckpointInfo,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -80,205 +103,14 @@ __all__ = [
 
 CACHE_ENV = "NAPARI_SAM2_CACHE"
 WEIGHTS_ENV = "NAPARI_SAM2_WEIGHTS"
-LOCK_TIMEOUT_ENV = "NAPARI_SAM2_LOCK_TIMEOUT"
 URL_ENV_PREFIX = "NAPARI_SAM2_URL_"
 
-logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, "int | None"], object]
 Status = Literal["cached", "needs download", "local file"]
-
-_SIZES = ("tiny", "small", "base_plus", "large")
-_SAM21_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
-_SAM20_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"
-_SAM21_SHA256 = {
-    "tiny": "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
-    "small": "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
-    "base_plus": "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
-    "large": "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
-}
-_CHUNK = 1 << 20
-_SIDECAR_SUFFIX = ".sha256"
-
-# Waiting for another process's download: generous by default (a large checkpoint on a slow
-# line takes many minutes), said out loud after a few seconds, polled often enough that the
-# waiter goes on promptly once the holder is done.
-_DEFAULT_LOCK_TIMEOUT = 1800.0
-_LOCK_REPORT_AFTER = 3.0
-_LOCK_POLL_MAX = 0.25
-_LOCK_PID_OFFSET = 1  # byte 0 is the byte locked on Windows, where a locked byte cannot be read
 
 # Errors that mean the disk (or the user's quota on it) is full: resuming cannot help.
 _NO_SPACE_ERRNOS = frozenset(
     code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
 )
-# torch's legacy (non-zip) format starts with this number pickled; with protocol 0 or 1 the
-# pickle is ASCII, so it must not be taken for a text file.
-_LEGACY_TORCH_MAGIC_TEXT = b"L119547037146038801333356"
-
-
-class WeightsError(RuntimeError):
-    """A checkpoint could not be found, downloaded or verified; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """One registered checkpoint: an official SAM 2 file or a fine-tune of an official model.
-
-    ``sha256`` is None where no checksum is published (SAM 2.0, the fine-tunes): such files are
-    verified by loading them with torch, and the sha256 measured then is kept beside the file.
-    ``base`` is the official architecture a fine-tune has the parameters of (None: the entry is
-    that architecture itself), ``image_size`` the input size the weights were trained at.
-    ``size_bytes`` is the approximate download size, for messages and the model lists.
-    """
-
-    name: str
-    url: str
-    sha256: str | None
-    version: str
-    base: str | None = None
-    image_size: int = 1024
-    size_bytes: int | None = None
-    licence: str = ""
-    source: str = ""
-    description: str = ""
-    file_name: str | None = None
-    """The published file name, where the URL does not end with it."""
-    aliases: tuple[str, ...] = ()
-    """Other names the file is found by in a ``$NAPARI_SAM2_WEIGHTS`` folder."""
-    recommended: bool = False
-
-    @property
-    def filename(self) -> str:
-        return self.file_name or self.url.rsplit("/", 1)[-1]
-
-    @property
-    def architecture(self) -> str:
-        """The official model whose parameters the file holds."""
-        return self.base or self.name
-
-    @property
-    def fine_tune(self) -> bool:
-        return self.base is not None
-
-    def title(self) -> str:
-        """What the entry is, in words: ``"MedSAM2 (bowang-lab): latest release
-        (recommended)"``, ``"SAM 2.1 tiny"``."""
-        text = f"{self.source}: {self.description}" if self.fine_tune else self.description
-        return text + (" (recommended)" if self.recommended else "")
-
-    def summary(self) -> str:
-        """The facts for lists and tooltips: download size, licence, input size (and the
-        architecture of a fine-tune); :meth:`title` says what it is and where it comes from."""
-        parts = []
-        if self.size_bytes is not None:
-            parts.append(f"~{round(self.size_bytes / _MB)} MB")
-        if self.licence:
-            parts.append(self.licence)
-        parts.append(f"{self.image_size} px")
-        if self.fine_tune:
-            parts.append(f"{self.base} weights")
-        return " · ".join(parts)
-
-
-_MB = 10**6
-# Approximate download sizes of Meta's files (SAM 2.0 and 2.1 differ by a few kB).
-_SIZE_BYTES = {"tiny": 156 * _MB, "small": 185 * _MB, "base_plus": 324 * _MB, "large": 898 * _MB}
-_SAM2_LICENCE = "Apache-2.0"
-
-
-def _build_registry() -> dict[str, CheckpointInfo]:
-    registry = {}
-    for size in _SIZES:
-        name = f"sam2.1_hiera_{size}"
-        registry[name] = CheckpointInfo(
-            name,
-            f"{_SAM21_BASE}/{name}.pt",
-            _SAM21_SHA256[size],
-            "2.1",
-            size_bytes=_SIZE_BYTES[size],
-            licence=_SAM2_LICENCE,
-            source="Meta",
-            description=f"SAM 2.1 {size} (Meta)",
-        )
-    for size in _SIZES:
-        name = f"sam2_hiera_{size}"
-        registry[name] = CheckpointInfo(
-            name,
-            f"{_SAM20_BASE}/{name}.pt",
-            None,
-            "2.0",
-            size_bytes=_SIZE_BYTES[size],
-            licence=_SAM2_LICENCE,
-            source="Meta",
-            description=f"SAM 2.0 {size} (Meta)",
-        )
-    return registry
-
-
-# MedSAM2 (bowang-lab): SAM 2.1 tiny fine-tuned on 3D medical images and videos at 512 px. The
-# model card publishes no sha256: verified by loading, as SAM 2.0 files are.
-_MEDSAM2_BASE = "https://huggingface.co/wanglab/MedSAM2/resolve/main"
-_MEDSAM2 = (
-    ("medsam2_latest", "MedSAM2_latest.pt", "latest release", True),
-    ("medsam2_2411", "MedSAM2_2411.pt", "November 2024 release", False),
-    ("medsam2_ct_lesion", "MedSAM2_CTLesion.pt", "CT lesions", False),
-    (
-        "medsam2_mri_liver_lesion",
-        "MedSAM2_MRI_LiverLesion.pt",
-        "liver lesions in MRI",
-        False,
-    ),
-    ("medsam2_us_heart", "MedSAM2_US_Heart.pt", "heart ultrasound", False),
-)
-# micro-sam's generalist light-microscopy SAM 2 (SAM 2.1 tiny at 1024 px). The URL is the one
-# micro-sam's own registry names (micro_sam/v2/util.py, FINETUNED_URLS["hvit_t_cells"]); it
-# publishes an xxh128 hash, not a sha256, so the file is verified by loading. Its file holds
-# {"model": state_dict, "model_type": ...}; micro-sam caches it without a suffix, under its
-# model name, hence the alias.
-_MICRO_SAM_URL = "https://owncloud.gwdg.de/index.php/s/iqNv2cjhPMGOo9J/download"
-
-
-def _build_fine_tunes() -> dict[str, CheckpointInfo]:
-    registry = {}
-    for name, filename, description, recommended in _MEDSAM2:
-        registry[name] = CheckpointInfo(
-            name,
-            f"{_MEDSAM2_BASE}/{filename}",
-            None,
-            "2.1",
-            base="sam2.1_hiera_tiny",
-            image_size=512,
-            size_bytes=156 * _MB,
-            licence="CC-BY-SA-4.0",
-            source="MedSAM2 (bowang-lab)",
-            description=description,
-            recommended=recommended,
-        )
-    registry["micro_sam_hvit_t_cells"] = CheckpointInfo(
-        "micro_sam_hvit_t_cells",
-        _MICRO_SAM_URL,
-        None,
-        "2.1",
-        base="sam2.1_hiera_tiny",
-        image_size=1024,
-        size_bytes=156 * _MB,
-        licence="CC-BY-4.0",
-        source="micro-sam (computational-cell-analytics)",
-        description="cells in light microscopy",
-        file_name="hvit_t_cells.pt",
-        aliases=("hvit_t_cells",),
-    )
-    return registry
-
-
-MODEL_REGISTRY: dict[str, CheckpointInfo] = _build_registry()
-"""The official SAM 2 checkpoints (Meta's files)."""
-FINE_TUNES: dict[str, CheckpointInfo] = _build_fine_tunes()
-"""Registered fine-tunes of official architectures, in the official file format."""
-FINE_TUNE_NAMES: tuple[str, ...] = tuple(FINE_TUNES)
-CHECKPOINT_NAMES: tuple[str, ...] = (*MODEL_REGISTRY, *FINE_TUNES)
-"""Every registered name: the official checkpoints, then the fine-tunes."""
 
 
 def _registry() -> dict[str, CheckpointInfo]:
@@ -455,174 +287,6 @@ def _is_file(path: Path) -> bool:
         return path.is_file()
     except OSError:
         return False
-
-
-def _lock_timeout_from_env() -> float:
-    value = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
-    if not value:
-        return _DEFAULT_LOCK_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds >= 0:  # also refuses NaN
-        raise WeightsError(
-            f"{LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds >= 0: set it to e.g. 1800 "
-            "(wait at most 30 minutes for another process's download), or unset it"
-        )
-    return seconds
-
-
-@contextmanager
-def _download_lock(
-    destination: Path,
-    label: str = "",
-    progress: ProgressCallback | None = None,
-    timeout: float = _DEFAULT_LOCK_TIMEOUT,
-) -> Iterator[None]:
-    """Hold an exclusive lock for downloading ``destination``, across processes and threads.
-
-    Two downloads into one ``.part`` file would interleave their bytes and both fail the
-    checksum. The lock is an OS file lock, released when its holder exits, even by a crash.
-    The lock file lives in the temporary folder, so the cache holds only checkpoints; it holds
-    the holder's pid, for the messages of those who wait. Waiting is reported through
-    ``progress`` and the log and ends with a :class:`WeightsError` after ``timeout`` seconds.
-    """
-    lock_path = _lock_path(destination)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:  # e.g. another user's lock file for a shared cache: download unlocked
-        fd = None
-    if fd is None:
-        yield
-        return
-    try:
-        _wait_for_lock(fd, lock_path, destination, label or destination.name, progress, timeout)
-        _write_lock_holder(fd)
-        try:
-            yield
-        finally:
-            _unlock(fd)
-    finally:
-        os.close(fd)
-
-
-def _lock_path(destination: Path) -> Path:
-    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"napari-sam2-{key}.lock"
-
-
-def _wait_for_lock(
-    fd: int,
-    lock_path: Path,
-    destination: Path,
-    label: str,
-    progress: ProgressCallback | None,
-    timeout: float,
-) -> None:
-    """Take the lock on ``fd``, waiting as long as ``timeout`` allows and saying so."""
-    if _try_lock(fd):
-        return
-    part = destination.with_name(destination.name + ".part")
-    start = time.monotonic()
-    pause = 0.01
-    reported = False
-    while True:
-        waited = time.monotonic() - start
-        if waited >= timeout:
-            raise WeightsError(
-                f"gave up after waiting {waited:.1f} s for another download of {label} into "
-                f"{destination.parent}: the lock file {lock_path} is held by "
-                f"{_describe_holder(_read_lock_holder(fd))}. If that process is stuck, end it; "
-                f"if no napari-sam2 download is running, delete {lock_path} and try again. "
-                f"To wait longer, set {LOCK_TIMEOUT_ENV} (seconds; now {timeout:g})."
-            )
-        if not reported and waited >= _LOCK_REPORT_AFTER:
-            logger.warning(
-                "waiting for another process downloading %s (lock file %s, held by %s); "
-                "giving up after %g s (%s)",
-                label,
-                lock_path,
-                _describe_holder(_read_lock_holder(fd)),
-                timeout,
-                LOCK_TIMEOUT_ENV,
-            )
-            reported = True
-        if progress is not None:
-            # The other process's partial file grows as it downloads: show that, size unknown.
-            # An exception from the callback cancels the wait, as it cancels a download.
-            progress(_size_or_zero(part), None)
-        # A cross-process lock offers nothing to wait on but itself: poll, briefly at first.
-        time.sleep(min(pause, max(timeout - waited, 0.0)))
-        pause = min(pause * 2, _LOCK_POLL_MAX)
-        if _try_lock(fd):
-            if reported:
-                logger.info("the other download of %s ended; going on", label)
-            return
-
-
-def _try_lock(fd: int) -> bool:
-    """Take the lock without blocking; False while someone else holds it."""
-    if os.name == "nt":
-        import msvcrt
-
-        os.lseek(fd, 0, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (BlockingIOError, PermissionError):
-        return False
-    except OSError:  # a temporary folder without locks: go on unlocked, as without a lock file
-        return True
-    return True
-
-
-def _unlock(fd: int) -> None:
-    if os.name == "nt":
-        import msvcrt
-
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-    # elsewhere closing the descriptor releases the lock
-
-
-def _write_lock_holder(fd: int) -> None:
-    record = f"{os.getpid()}\n".encode()
-    try:
-        os.lseek(fd, _LOCK_PID_OFFSET, os.SEEK_SET)
-        os.write(fd, record)
-        os.ftruncate(fd, _LOCK_PID_OFFSET + len(record))
-    except OSError:
-        pass  # the pid only makes the waiters' messages more useful
-
-
-def _read_lock_holder(fd: int) -> int | None:
-    try:
-        os.lseek(fd, _LOCK_PID_OFFSET, os.SEEK_SET)
-        return int(os.read(fd, 32).split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _describe_holder(pid: int | None) -> str:
-    if pid is None:
-        return "an unknown process"
-    if pid == os.getpid():
-        return f"another thread of this process (pid {pid})"
-    return f"pid {pid}"
-
-
-def _size_or_zero(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def verify_checkpoint(path: Path, info: CheckpointInfo) -> bool:
@@ -915,132 +579,3 @@ def _range_start(response) -> int | None:
         return int(content_range.split()[1].split("-")[0])
     except (IndexError, ValueError):
         return None
-
-
-def checkpoint_file_problem(path: str | os.PathLike) -> str | None:
-    """Why the file at ``path`` cannot be a PyTorch checkpoint, or None if it may be one.
-
-    A cheap look at its bytes (the first few hundred; for a zip archive its directory at the
-    end), without torch: for errors that say what the file is instead of what torch tripped
-    over. The answer reads like "it is a text file" or "it is a truncated zip archive ...".
-    None does not promise a loadable checkpoint, only that nothing plainly wrong was seen.
-    Raises OSError when the file cannot be read.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        return "it is empty"
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if head.startswith(b"PK\x03\x04"):  # torch's own format since 1.6 is a zip archive
-        return _zip_problem(path)
-    if head.startswith(b"\x80") or head.startswith(_LEGACY_TORCH_MAGIC_TEXT):
-        return None  # a pickle, as torch's legacy format is
-    if head.startswith(b"\x89HDF"):
-        return "it is an HDF5 file (Keras or TensorFlow weights?)"
-    if head.startswith(b"\x1f\x8b"):
-        return "it is gzip-compressed: decompress it first"
-    if _is_safetensors(head, size):
-        return "it is a safetensors file (e.g. from Hugging Face transformers), not a .pt file"
-    text = _as_text(head)
-    if text is not None:
-        start = text.lstrip().lower()
-        if start.startswith("version https://git-lfs"):
-            return "it is a Git LFS pointer, not the file itself: fetch it with `git lfs pull`"
-        if start.startswith(("<!doctype html", "<html")) or "<html" in start[:300]:
-            return "it is an HTML page (an error or login page saved instead of the file?)"
-        return "it is a text file"
-    return None  # some other binary: torch decides
-
-
-def _zip_problem(path: Path) -> str | None:
-    # A zip archive's directory is at its end: a cut-off copy has none.
-    if not zipfile.is_zipfile(path):
-        return "it is a truncated or damaged zip archive (its end is missing): copy it again"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, ValueError, EOFError):
-        return "it is a damaged zip archive: copy it again"
-    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
-        return "it is a zip archive, but not one written by torch (no data.pkl inside)"
-    return None
-
-
-def _is_safetensors(head: bytes, size: int) -> bool:
-    # 8-byte little-endian header length, then the JSON header itself
-    if len(head) < 10:
-        return False
-    header_length = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 8 + header_length <= size
-
-
-def _as_text(head: bytes) -> str | None:
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(head) - 3:  # not just a character cut at the end of the sample
-            return None
-        text = head[: error.start].decode("utf-8")
-    if all(char.isprintable() or char in "\t\n\r\f\v" for char in text):
-        return text
-    return None
-
-
-def _quiet_problem(path: Path) -> str | None:
-    try:
-        return checkpoint_file_problem(path)
-    except OSError:
-        return None
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _loads_as_checkpoint(path: Path) -> bool:
-    import torch
-
-    try:
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not a zip-format file: mmap is impossible, read it plainly
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return False
-    model = content.get("model") if isinstance(content, dict) else None
-    return (
-        isinstance(model, dict)
-        and len(model) > 0
-        and all(isinstance(value, torch.Tensor) for value in model.values())
-    )
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + _SIDECAR_SUFFIX)
-
-
-def _read_sidecar(path: Path) -> str | None:
-    try:
-        return json.loads(_sidecar(path).read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_sidecar(path: Path, digest: str) -> None:
-    try:
-        _sidecar(path).write_text(json.dumps({"sha256": digest}))
-    except OSError:
-        pass  # a read-only folder of the user's: the file stays usable, just checked again
-
-
-def _remove(*paths: Path) -> None:
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
