@@ -19,7 +19,7 @@ the per-frame ``malloc_trim`` of the tracker (napari_sam2.tracking.memory_trim) 
 without it.
 
     python benchmarks/bench_memory.py --frames 20 60 200 [--model sam2.1_hiera_tiny]
-    python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim]
+    python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ def run(frames: int, model: str, objects: int, workdir: Path) -> dict:
     return {"frames": frames, "peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds}
 
 
-def tracker_child(stack_path: str, objects: int, model_name: str, trim: bool) -> None:
+def tracker_child(
+    stack_path: str, objects: int, model_name: str, trim: bool, dtype: str | None
+) -> None:
     """Run in the subprocess: track through the Python API, print per-frame peaks as JSON."""
     import resource
 
@@ -121,7 +123,7 @@ def tracker_child(stack_path: str, objects: int, model_name: str, trim: bool) ->
     torch.manual_seed(0)
     stack = tifffile.imread(stack_path)  # in memory, like a napari layer's data
     model = build_sam2(SAM2Config.from_name(model_name), device="cpu").eval()
-    tracker = Tracker(model, stack)  # default feature cache, as the widget
+    tracker = Tracker(model, stack, dtype=dtype)  # default feature cache, as the widget
     tracker.add_points(0, 1, [(150, 200)], [1])
     if objects == 2:
         tracker.add_box(0, 2, [350, 270, 410, 330])
@@ -158,12 +160,15 @@ def reset_peak() -> bool:
     return True
 
 
-def run_tracker(frames: list[int], model: str, objects: int, trim: bool, workdir: Path) -> list:
+def run_tracker(
+    frames: list[int], model: str, objects: int, trim: bool, dtype: str | None, workdir: Path
+) -> list:
     """Peak RSS after each of ``frames`` tracked frames, from one API run over the largest."""
     stack = workdir / f"stack_{max(frames)}.tif"
     make_stack(stack, max(frames))
     cmd = [sys.executable, __file__, "--child", str(stack), "--objects", str(objects)]
     cmd += ["--model", model] + ([] if trim else ["--no-trim"])
+    cmd += ["--dtype", dtype] if dtype else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     data = json.loads(out.strip().splitlines()[-1])
     n = len(data["peaks"])
@@ -192,15 +197,23 @@ def main() -> None:
     parser.add_argument("--objects", type=int, choices=(1, 2), default=1)
     parser.add_argument("--path", choices=("cli", "tracker"), default="cli")
     parser.add_argument("--no-trim", action="store_true", help="tracker path without malloc_trim")
+    parser.add_argument(
+        "--dtype",
+        choices=("bfloat16",),
+        help="tracker path: Tracker(dtype=...), the widget's default on CPUs with AMX / "
+        "AVX512-BF16 (default: float32, the Tracker's own default)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the tracker path's subprocess
     args = parser.parse_args()
     if args.child:
-        tracker_child(args.child, args.objects, args.model, not args.no_trim)
+        tracker_child(args.child, args.objects, args.model, not args.no_trim, args.dtype)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.path == "tracker":
-            rows = run_tracker(args.frames, args.model, args.objects, not args.no_trim, Path(tmp))
+            rows = run_tracker(
+                args.frames, args.model, args.objects, not args.no_trim, args.dtype, Path(tmp)
+            )
             for r in rows:
                 median = r.get("median_frame_peak_mb")
                 first = max(1, r["frames"] - 7)

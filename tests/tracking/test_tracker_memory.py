@@ -169,3 +169,31 @@ def test_feature_cache_lru_under_budget():
     assert len(cache) == 0 and cache.nbytes == 0
     with pytest.raises(ValueError):
         FeatureCache(-1)
+    with pytest.raises(ValueError, match="max_frames"):
+        FeatureCache(100, max_frames=-1)
+
+
+def test_feature_cache_frame_limit_evicts_under_the_byte_budget():
+    cache = FeatureCache(max_bytes=10**6, max_frames=2)
+    for i in range(4):
+        cache.put(i, torch.zeros(100))
+    assert list(cache._entries) == [2, 3] and cache.nbytes == 800
+    unlimited = FeatureCache(max_bytes=10**6, max_frames=None)
+    for i in range(4):
+        unlimited.put(i, torch.zeros(100))
+    assert len(unlimited) == 4
+
+
+def test_tracker_caches_at_most_16_frames_by_default(small_model, long_stack):
+    """The default cache is 16 frames whatever their size (bfloat16, smaller models); the
+    byte budget alone would let it grow over the whole stack."""
+    stack = long_stack[:20]
+    default = Tracker(small_model, stack)
+    by_bytes = Tracker(small_model, stack, feature_cache_frames=None)
+    for tracker in (default, by_bytes):
+        tracker.add_points(0, 1, [(16.0, 16.0)], [1])
+        for _ in tracker.propagate():
+            pass
+    assert len(default.features) == 16 and sorted(default.features._entries) == list(range(4, 20))
+    assert len(by_bytes.features) == 20
+    assert by_bytes.features.nbytes < by_bytes.features.max_bytes

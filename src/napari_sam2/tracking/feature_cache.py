@@ -39,7 +39,8 @@ def tensor_bytes(value: Any) -> int:
 
 
 class FeatureCache:
-    """Maps a frame index to its features; evicts the least recently used beyond ``max_bytes``.
+    """Maps a frame index to its features; evicts the least recently used beyond ``max_bytes``
+    or beyond ``max_frames`` entries (None: no limit on the count).
 
     The most recent entry is always kept, even when it alone exceeds the budget, so the frame
     being worked on never needs encoding twice.
@@ -52,10 +53,15 @@ class FeatureCache:
     lives only until the next ``put`` and is not copied.
     """
 
-    def __init__(self, max_bytes: int, *, off_heap: bool = True) -> None:
+    def __init__(
+        self, max_bytes: int, *, max_frames: int | None = None, off_heap: bool = True
+    ) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        if max_frames is not None and max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0 or None, got {max_frames}")
         self.max_bytes = int(max_bytes)
+        self.max_frames = None if max_frames is None else int(max_frames)
         self.off_heap = bool(off_heap)
         self._entries: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
@@ -75,11 +81,14 @@ class FeatureCache:
         if key in self._entries:
             self._bytes -= self._entries.pop(key)[1]
         size = tensor_bytes(value)
-        if self.off_heap and 0 < size <= self.max_bytes:
+        if self.off_heap and 0 < size <= self.max_bytes and self.max_frames != 0:
             value = off_heap_copy(value)
         self._entries[key] = (value, size)
         self._bytes += size
-        while self._bytes > self.max_bytes and len(self._entries) > 1:
+        while len(self._entries) > 1 and (
+            self._bytes > self.max_bytes
+            or (self.max_frames is not None and len(self._entries) > self.max_frames)
+        ):
             _, (_, old) = self._entries.popitem(last=False)
             self._bytes -= old
         return value

@@ -73,6 +73,9 @@ ANOTHER_RUN_MESSAGE = (
 )
 MASK_PROMPT_CLAMP = 32.0  # previous logits fed back as mask prompt are clamped to +-32
 DEFAULT_FEATURE_CACHE_BYTES = 256 * 2**20  # 16 frames of the official models at 1024 px
+# ...and never more than 16 frames: in bfloat16 (8 MB a frame) or at 512 px the byte budget
+# alone would hold 32 or 64 frames, and the peak would go on rising until it is full.
+DEFAULT_FEATURE_CACHE_FRAMES = 16
 DEFAULT_OBJECT_BATCH = 16  # objects tracked on a frame in one batch (about 10 MB each at 1024 px)
 
 
@@ -102,7 +105,11 @@ class Tracker:
         network under autocast (meant for CUDA) with float32 parameters.
     feature_cache_bytes
         Budget of the least-recently-used cache of image features (default 256 MiB, 16
-        frames of the official models at 1024 px, 16 MB each); 0 keeps only the latest frame.
+        frames of the official models at 1024 px in float32, 16 MB each); 0 keeps only the
+        latest frame.
+    feature_cache_frames
+        At most this many frames in that cache (default 16, whatever their size); None
+        leaves only the byte budget (to cache a whole short stack, say).
     memory_window
         Non-conditioning outputs this many frames or more away from the frame just tracked are
         released. None uses ``max(num_maskmem - 1, max_obj_ptrs_in_encoder - 1)`` (15 for the
@@ -143,6 +150,7 @@ class Tracker:
         *,
         dtype: torch.dtype | str | None = None,
         feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+        feature_cache_frames: int | None = DEFAULT_FEATURE_CACHE_FRAMES,
         memory_window: int | None = None,
     ) -> None:
         self.model = model
@@ -193,7 +201,7 @@ class Tracker:
             )
         self.memory_window = int(memory_window)
 
-        self.features = FeatureCache(feature_cache_bytes)
+        self.features = FeatureCache(feature_cache_bytes, max_frames=feature_cache_frames)
         self._objects: dict[int, ObjectState] = {}
         self._memory_pos: torch.Tensor | None = None  # the sine PE of memories, a constant
         self._vision_pos: torch.Tensor | None = None  # the sine PE of image features, a constant
