@@ -14,7 +14,9 @@ each frame (the peak after frame N is the peak of an N-frame run: frames are tra
 and nothing depends on later ones except the pointers' time scale). Where Linux allows it, the
 peak is reset after each frame (``/proc/self/clear_refs``) so that each frame's own peak is
 known too: the median of those over the 8 frames before each N tells a trend from the scatter
-of single frames. ``--no-trim`` turns off
+of single frames, and so does the largest peak of those 8 frames (the cumulative peak
+is the largest over all frames so far: over more frames it picks a larger extreme of the same
+scatter). ``--no-trim`` turns off
 the per-frame ``malloc_trim`` of the tracker (napari_sam2.tracking.memory_trim) to measure
 without it.
 
@@ -187,6 +189,7 @@ def run_tracker(
         window = per_frame[max(0, row["frames"] - 8) : row["frames"]]
         if window:
             row["median_frame_peak_mb"] = float(np.median(window))
+            row["window_peak_mb"] = float(max(window))
     return rows
 
 
@@ -239,6 +242,10 @@ def main() -> None:
                 b["frames"] - a["frames"]
             )
             print(f"  median per-frame peak: {level:+.3f} MB/frame")
+            # the largest of the same number of frames at both sizes: a frame's scatter
+            # without the bias of taking the maximum over more frames at the larger size
+            top = (b["window_peak_mb"] - a["window_peak_mb"]) / (b["frames"] - a["frames"])
+            print(f"  largest per-frame peak of the 8 frames before each size: {top:+.3f} MB/frame")
 
 
 if __name__ == "__main__":
