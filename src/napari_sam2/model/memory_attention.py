@@ -222,15 +222,15 @@ class MemoryAttentionLayer(nn.Module):
         self,
         x: torch.Tensor,
         memory: torch.Tensor,
-        memory_pos: torch.Tensor,
+        keys: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         num_pointer_tokens: int,
         scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """keys: memory + memory_pos, which every layer attends with (see `MemoryAttention`)."""
         a = self.norm1(x)
         x = x + self.self_attn(a, a, a, rope)
         a = self.norm2(x)
-        keys = memory + memory_pos
         x = x + self.cross_attn_image(a, keys, memory, rope, num_pointer_tokens, scores)
         tokens = x.flatten(0, 1)
         hidden_bytes = self.linear1.out_features * x.element_size()
@@ -296,8 +296,12 @@ class MemoryAttention(nn.Module):
             # shared by the layers
             scores = score_buffer(x, memory.shape[1], lowp_dtype(x.device))
         x = x + 0.1 * x_pos
+        keys = memory + memory_pos  # the same in every layer: summed once, not per layer
+        lowp = lowp_dtype(x.device)
+        if lowp is not None:  # what every layer's key projection and value product cast
+            keys, memory = keys.to(lowp), memory.to(lowp)
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, rope, num_pointer_tokens, scores)
+            x = layer(x, memory, keys, rope, num_pointer_tokens, scores)
         if x.shape[0] != memory.shape[0]:  # no layers: every object gets the frame's tokens
             x = x.expand(memory.shape[0], -1, -1)
         return self.norm(x)
