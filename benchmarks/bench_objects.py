@@ -6,24 +6,28 @@ resolution (1024 px by default). All objects are clicked on frame 0 and tracked 
 frames 1-6 (not timed) so that the timed frame has a full memory bank: the conditioning frame
 and the six previous frames as spatial memories, seven object pointers. Then the same frame is
 tracked again and again, alternating batched and one-at-a-time runs (``Tracker`` with
-``_object_batch_size`` 16 or 1), each time without cached image features, so every timed run
-includes the image encoder. Fewer objects are measured on the same tracker after removing
+its ``_object_batch_size`` or 1), each time without cached image features, so every timed run
+includes the image encoder. "batched" is the tracker's default batch size (4 objects on a CPU,
+16 on a GPU; ``--batch`` sets it). Fewer objects are measured on the same tracker after removing
 objects (objects are independent, so the others keep their memory banks).
 
     python benchmarks/bench_objects.py                       # --size 1024 --objects 1 4 16
     python benchmarks/bench_objects.py --size 512 --precision bfloat16 --repeats 3
 
 The table gives the median wall seconds per tracked frame, the spread (min-max) over the
-repeats, the image encoder's share, the time relative to one object (batched), and the same for
-the process's CPU time (all threads), which other jobs on a shared machine disturb less.
+repeats, the image encoder's share, the time relative to one object (batched), the same for
+the process's CPU time (all threads), which other jobs on a shared machine disturb less, and
+(Linux) how far the frame's peak resident size rose above the resident size before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,19 +63,43 @@ def clicks(objects: int, size: int) -> list[tuple[float, float]]:
     ]
 
 
+def _status_mb(key: str) -> float:
+    """A memory line of /proc/self/status (VmRSS, VmHWM) in MB; NaN where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+def _reset_peak() -> bool:
+    """Reset the peak resident size to the current one (Linux: /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def timed_frame(
     tracker: Tracker, frame: int, batch: int, encoder: list[float]
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """Wall seconds to track every object on `frame` (image features recomputed), the image
-    encoder's share of them, and the process's CPU seconds (all threads)."""
+    encoder's share of them, the process's CPU seconds (all threads), and the MB the peak
+    resident size rose above the resident size before the frame (NaN where unknown)."""
     tracker._object_batch_size = batch
     tracker.features.clear()
     before = sum(encoder)
+    rss = _status_mb("VmRSS")
+    resettable = _reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     results = list(tracker.propagate(start_frame=frame, max_frames=0))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = _status_mb("VmHWM") - rss if resettable else math.nan
     assert len(results) == 1
-    return seconds, sum(encoder) - before, cpu
+    return seconds, sum(encoder) - before, cpu, peak
 
 
 def main() -> None:
@@ -87,6 +115,9 @@ def main() -> None:
         default="float32",
         choices=["float32", "bfloat16", "float16"],
         help="float32, or autocast to bfloat16 / float16 with float32 parameters",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="objects per batch (default: the tracker's)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,6 +143,7 @@ def main() -> None:
     frames = generated_stack(WARM_FRAMES + 2, args.size, most)
     dtype = None if args.precision == "float32" else getattr(torch, args.precision)
     tracker = Tracker(model, frames, dtype=dtype)
+    batched = args.batch or tracker._object_batch_size
     for oid, yx in enumerate(clicks(most, args.size), start=1):
         tracker.add_points(0, oid, [yx], [1])
     t0 = time.perf_counter()
@@ -124,14 +156,14 @@ def main() -> None:
     for n in counts:
         for oid in list(tracker.object_ids)[n:]:
             tracker.remove_object(oid)
-        runs: dict[str, list[tuple[float, float, float]]] = {"batched": [], "one at a time": []}
+        runs: dict[str, list[tuple[float, ...]]] = {"batched": [], "one at a time": []}
         for rep in range(args.repeats):
             # alternate the order so that slow phases of a shared machine hit both variants
             order = ["batched", "one at a time"] if rep % 2 == 0 else ["one at a time", "batched"]
             for mode in order:
-                batch = 16 if mode == "batched" else 1
+                batch = batched if mode == "batched" else 1
                 runs[mode].append(timed_frame(tracker, frame, batch, encoder))
-                wall, _, cpu = runs[mode][-1]
+                wall, _, cpu, _ = runs[mode][-1]
                 print(f"{n:>3} objects, {mode:<14} {wall:.3f} s (CPU {cpu:.3f} s)", flush=True)
         rows[n] = runs
 
@@ -141,13 +173,15 @@ def main() -> None:
     print()
     print(
         f"{args.model} at {args.size} px, {args.precision}, {args.device}, "
-        f"{args.threads} threads, torch {torch.__version__}, {os.cpu_count()} CPUs"
+        f"{args.threads} threads, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"batches of {batched}"
     )
     print(
         "| objects | mode | wall s / frame (median) | min-max | image encoder (s) "
-        "| vs 1 object | CPU s / frame (median) | min-max | CPU vs 1 object |"
+        "| vs 1 object | CPU s / frame (median) | min-max | CPU vs 1 object "
+        "| frame peak above RSS (MB, median) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in sorted(rows):
         for mode, runs in rows[n].items():
             secs = [r[0] for r in runs]
@@ -156,9 +190,11 @@ def main() -> None:
             med, med_cpu = statistics.median(secs), statistics.median(cpus)
             ratio = f"{med / one:.2f}x" if one else "-"
             ratio_cpu = f"{med_cpu / one_cpu:.2f}x" if one_cpu else "-"
+            peak = statistics.median(r[3] for r in runs)
             print(
                 f"| {n} | {mode} | {med:.3f} | {min(secs):.3f}-{max(secs):.3f} | {enc:.3f} "
-                f"| {ratio} | {med_cpu:.3f} | {min(cpus):.3f}-{max(cpus):.3f} | {ratio_cpu} |"
+                f"| {ratio} | {med_cpu:.3f} | {min(cpus):.3f}-{max(cpus):.3f} | {ratio_cpu} "
+                f"| {peak:.0f} |"
             )
 
 

@@ -74,43 +74,46 @@ class RoPEAttention(nn.Module):
         the CPU path of `uses_raw_values`.
         """
         cos, sin = rope
-        lowp = lowp_dtype(q.device)
-        q = self._project_in_halves(self.q_proj, q)
-        k = self._project_in_halves(self.k_proj, k)
         n_rope = k.shape[1] - num_k_exclude_rope
         if n_rope > 0 and n_rope % cos.shape[0]:
             raise ValueError(
                 f"{n_rope} spatial memory tokens are not whole frames of {cos.shape[0]} "
                 "tokens; check num_pointer_tokens"
             )
-        if lowp is not None and q.dtype == k.dtype == lowp != cos.dtype:
-            # rotated in place, chunk by chunk through float32 (pointer keys stay put)
-            _rotate_lowp_(q, cos, sin, q.shape[1])
-            _rotate_lowp_(k, cos, sin, n_rope)
-            return self._attend(q, k, v, scores, lowp)
-        q = rotate_halves(q, cos, sin)
-        if n_rope > 0:
-            # every spatial memory frame reuses the query grid's rotations
-            reps = n_rope // cos.shape[0]
-            frames = k[:, :n_rope].unflatten(1, (reps, cos.shape[0]))
-            rotated = rotate_halves(frames, cos, sin)
-            if rotated is not frames:  # rotated out of place (other dtype, autograd)
-                k = torch.cat((rotated.flatten(1, 2), k[:, n_rope:]), dim=1)
-        return self._attend(q, k, v, scores, None)
+        q, lowp = self._project_and_rotate(self.q_proj, q, rope, q.shape[1])
+        if self.uses_raw_values(q.device):
+            # each memory's keys are projected and rotated as it is attended: with B objects
+            # only one (m, C) key matrix exists at a time, not B of them
+            out = self._attend_to_raw_values(q, k, v, scores, lowp, rope, n_rope)
+            return self.out_proj(out) if lowp is None else linear(self.out_proj, out)
+        k, _ = self._project_and_rotate(self.k_proj, k, rope, n_rope)
+        return self._attend(q, k, v, lowp)
+
+    def _project_and_rotate(
+        self, proj: nn.Linear, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], n: int
+    ) -> tuple[torch.Tensor, torch.dtype | None]:
+        """proj(x) in halves order with its first n tokens (whole frames of the rope tables'
+        grid; the rest are pointer tokens) rotated, and the low-precision dtype it was computed
+        in (None: the tables' dtype)."""
+        cos, sin = rope
+        x = self._project_in_halves(proj, x)
+        lowp = lowp_dtype(x.device)
+        if lowp is not None and x.dtype == lowp != cos.dtype:
+            _rotate_lowp_(x, cos, sin, n)  # in place, chunk by chunk through float32
+            return x, lowp
+        if n == 0:
+            return x, None
+        # every spatial memory frame reuses the query grid's rotations
+        frames = x[:, :n].unflatten(1, (n // cos.shape[0], cos.shape[0]))
+        rotated = rotate_halves(frames, cos, sin)
+        if rotated is not frames:  # rotated out of place (other dtype, autograd)
+            x = torch.cat((rotated.flatten(1, 2), x[:, n:]), dim=1)
+        return x, None
 
     def _attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        scores: torch.Tensor | None,
-        lowp: torch.dtype | None,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lowp: torch.dtype | None
     ) -> torch.Tensor:
-        """out_proj(attention of rotated q and k on v_proj(v))."""
-        if self.uses_raw_values(q.device):
-            if lowp is not None:
-                return linear(self.out_proj, self._attend_to_raw_values(q, k, v, scores, lowp))
-            return self.out_proj(self._attend_to_raw_values(q, k, v, scores))
+        """out_proj(attention of rotated q and k on v_proj(v)), in torch's fused kernel."""
         if q.shape[0] != k.shape[0]:
             q = q.expand(k.shape[0], -1, -1)
         values = self.v_proj(v) if lowp is None else linear(self.v_proj, v)
@@ -125,9 +128,13 @@ class RoPEAttention(nn.Module):
         k: torch.Tensor,
         v: torch.Tensor,
         scores: torch.Tensor | None,
-        lowp: torch.dtype | None = None,
+        lowp: torch.dtype | None,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        n_rope: int,
     ) -> torch.Tensor:
-        """softmax(q k^T / sqrt(C)) v_proj(v), with v_proj applied after the attention.
+        """softmax(q k^T / sqrt(C)) v_proj(v), with v_proj applied after the attention; q is
+        rotated, k the raw key input (B, m, kv_in_dim), projected and rotated here memory by
+        memory (its first n_rope tokens, see `_project_and_rotate`).
 
         The attention weights of a query sum to one, so they commute with the affine value
         projection: attending to the narrow memory (kv_in_dim = 64) and projecting afterwards
@@ -147,7 +154,8 @@ class RoPEAttention(nn.Module):
         shared_q = q.shape[0] == 1  # one query set for all memories (see `forward`)
         out = v.new_empty(k.shape[0], n, v.shape[-1])
         for b in range(k.shape[0]):
-            k_t = k[b].t()  # (C, m), a view: mm reads it transposed
+            keys, _ = self._project_and_rotate(self.k_proj, k[b : b + 1], rope, n_rope)
+            k_t = keys[0].t()  # (C, m), a view: mm reads it transposed
             q_b = q[0 if shared_q else b]
             for start in range(0, n, rows):
                 stop = min(start + rows, n)

@@ -76,7 +76,12 @@ DEFAULT_FEATURE_CACHE_BYTES = 256 * 2**20  # 16 frames of the official models at
 # ...and never more than 16 frames: in bfloat16 (8 MB a frame) or at 512 px the byte budget
 # alone would hold 32 or 64 frames, and the peak would go on rising until it is full.
 DEFAULT_FEATURE_CACHE_FRAMES = 16
-DEFAULT_OBJECT_BATCH = 16  # objects tracked on a frame in one batch (about 10 MB each at 1024 px)
+# Objects tracked on a frame in one batch. On a GPU, larger batches mean fewer, larger kernels.
+# On a CPU, batches of 4 tracked 16 objects at 1024 px 11 % faster than one at a time and
+# 13 % faster than one batch of 16, whose activations (about 45 MB an object) peaked 0.6 GB
+# higher (benchmarks/README.md, "Many objects").
+DEFAULT_OBJECT_BATCH = 16
+CPU_OBJECT_BATCH = 4
 
 
 class Tracker:
@@ -209,7 +214,9 @@ class Tracker:
         self.debug_trace: list[dict[str, Any]] | None = None
         # Objects tracked on one frame with the same memory layout are computed as one batch of
         # at most this many (1 tracks them one at a time; the tests compare both).
-        self._object_batch_size = DEFAULT_OBJECT_BATCH
+        self._object_batch_size = (
+            CPU_OBJECT_BATCH if self.device.type == "cpu" else DEFAULT_OBJECT_BATCH
+        )
         # Held by the running propagation (see the class notes). A Lock, not a flag: the
         # widget propagates on a worker thread, and a Lock may be released by any thread.
         self._running = threading.Lock()
