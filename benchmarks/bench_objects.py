@@ -27,10 +27,10 @@ import math
 import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_memory import reset_peak, status_mb  # benchmarks/ is the script's folder
 
 from napari_sam2.model import SAM2Config, build_sam2
 from napari_sam2.tracking import Tracker
@@ -63,26 +63,6 @@ def clicks(objects: int, size: int) -> list[tuple[float, float]]:
     ]
 
 
-def _status_mb(key: str) -> float:
-    """A memory line of /proc/self/status (VmRSS, VmHWM) in MB; NaN where there is none."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return math.nan
-
-
-def _reset_peak() -> bool:
-    """Reset the peak resident size to the current one (Linux: /proc/self/clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def timed_frame(
     tracker: Tracker, frame: int, batch: int, encoder: list[float]
 ) -> tuple[float, float, float, float]:
@@ -92,12 +72,12 @@ def timed_frame(
     tracker._object_batch_size = batch
     tracker.features.clear()
     before = sum(encoder)
-    rss = _status_mb("VmRSS")
-    resettable = _reset_peak()
+    resettable = reset_peak()  # the peak is now the resident size
+    rss = status_mb("VmRSS") if resettable else math.nan
     t0, c0 = time.perf_counter(), time.process_time()
     results = list(tracker.propagate(start_frame=frame, max_frames=0))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak = _status_mb("VmHWM") - rss if resettable else math.nan
+    peak = status_mb("VmHWM") - rss if resettable else math.nan
     assert len(results) == 1
     return seconds, sum(encoder) - before, cpu, peak
 

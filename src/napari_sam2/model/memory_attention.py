@@ -299,13 +299,12 @@ class MemoryAttention(nn.Module):
         if side * side != x.shape[1]:
             raise ValueError("memory attention needs a square token grid")
         rope = self.rope_tables(side, self.norm.weight.dtype, x.device)
+        lowp = lowp_dtype(x.device)
         scores = None
         if self.layers and self.layers[0].cross_attn_image.uses_raw_values(x.device):
-            # shared by the layers
-            scores = score_buffer(x, memory.shape[1], lowp_dtype(x.device))
+            scores = score_buffer(x, memory.shape[1], lowp)  # shared by the layers
         x = x + 0.1 * x_pos
         keys = memory + memory_pos  # the same in every layer: summed once, not per layer
-        lowp = lowp_dtype(x.device)
         if lowp is not None:  # what every layer's key projection and value product cast
             keys, memory = keys.to(lowp), memory.to(lowp)
         for layer in self.layers:
