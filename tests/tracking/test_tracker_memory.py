@@ -197,3 +197,9 @@ def test_tracker_caches_at_most_16_frames_by_default(small_model, long_stack):
     assert len(default.features) == 16 and sorted(default.features._entries) == list(range(4, 20))
     assert len(by_bytes.features) == 20
     assert by_bytes.features.nbytes < by_bytes.features.max_bytes
+
+
+@pytest.mark.parametrize("option", ["feature_cache_bytes", "feature_cache_frames"])
+def test_negative_cache_limits_are_refused_by_name(small_model, long_stack, option):
+    with pytest.raises(ValueError, match=f"{option} must be >= 0"):
+        Tracker(small_model, long_stack, **{option: -1})

@@ -206,6 +206,14 @@ class Tracker:
             )
         self.memory_window = int(memory_window)
 
+        for name, value in (
+            ("feature_cache_bytes", feature_cache_bytes),
+            ("feature_cache_frames", feature_cache_frames),
+        ):
+            if value is not None and int(value) < 0:
+                raise ValueError(
+                    f"{name} must be >= 0 (0 keeps only the latest frame), got {value}"
+                )
         self.features = FeatureCache(feature_cache_bytes, max_frames=feature_cache_frames)
         self._objects: dict[int, ObjectState] = {}
         self._memory_pos: torch.Tensor | None = None  # the sine PE of memories, a constant
