@@ -20,8 +20,15 @@ scatter). ``--no-trim`` turns off
 the per-frame ``malloc_trim`` of the tracker (napari_sam2.tracking.memory_trim) to measure
 without it.
 
+The tracker path also splits each frame's peak by step (image encoder, memory attention, mask
+decoder, memory encoder): the resident size when the step starts and how far its own peak rises
+above that, over the frames after the feature cache is full (frame 20 on). ``--prefetch``
+sets how many frames the frame source prepares ahead on its worker thread (default 2, as the
+tracker), ``--threads`` torch's threads.
+
     python benchmarks/bench_memory.py --frames 20 60 200 [--model sam2.1_hiera_tiny]
     python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim] [--dtype bfloat16]
+    python benchmarks/bench_memory.py --path tracker --frames 24 64 --prefetch 0 --threads 1
 """
 
 from __future__ import annotations
@@ -101,8 +108,17 @@ def run(frames: int, model: str, objects: int, workdir: Path) -> dict:
     return {"frames": frames, "peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds}
 
 
+STEPS = ("encode_image", "attend_to_memory", "predict_masks", "encode_memory")
+
+
 def tracker_child(
-    stack_path: str, objects: int, model_name: str, trim: bool, dtype: str | None
+    stack_path: str,
+    objects: int,
+    model_name: str,
+    trim: bool,
+    dtype: str | None,
+    prefetch: int,
+    threads: int | None,
 ) -> None:
     """Run in the subprocess: track through the Python API, print per-frame peaks as JSON."""
     import resource
@@ -111,6 +127,7 @@ def tracker_child(
 
     from napari_sam2.model import SAM2Config, build_sam2
     from napari_sam2.tracking import Tracker, memory_trim
+    from napari_sam2.tracking.frames import FrameSource
 
     trim_seconds = [0.0]
     release = memory_trim.release_freed_memory
@@ -122,26 +139,54 @@ def tracker_child(
         return released
 
     memory_trim.release_freed_memory = timed_release if trim else (lambda: False)
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     stack = tifffile.imread(stack_path)  # in memory, like a napari layer's data
     model = build_sam2(SAM2Config.from_name(model_name), device="cpu").eval()
-    tracker = Tracker(model, stack, dtype=dtype)  # default feature cache, as the widget
+    resettable = reset_peak()
+    steps: dict[str, list[tuple[float, float]]] = {name: [] for name in STEPS}
+    frame_peak = [0.0]  # the largest step peak of the current frame (steps reset the peak)
+    if resettable:
+        for name in STEPS:
+            setattr(model, name, _step_peak(getattr(model, name), steps[name], frame_peak))
+    frames = FrameSource(stack, model.image_size, prefetch=prefetch)
+    tracker = Tracker(model, frames, dtype=dtype)  # default feature cache, as the widget
     tracker.add_points(0, 1, [(150, 200)], [1])
     if objects == 2:
         tracker.add_box(0, 2, [350, 270, 410, 330])
+    for record in steps.values():
+        record.clear()  # the prompt's steps are not a tracked frame's
     peaks, frame_peaks = [], []
-    resettable = reset_peak()
+    reset_peak()
     start = time.perf_counter()
     for _ in tracker.propagate():
         if resettable:  # the peak of this frame alone, then start the next frame's afresh
-            frame_peaks.append(status_mb("VmHWM"))
+            frame_peaks.append(max(status_mb("VmHWM"), frame_peak[0]))
+            frame_peak[0] = 0.0
             reset_peak()
             peaks.append(max(frame_peaks[-1], peaks[-1] if peaks else 0.0))
         else:
             peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     seconds = time.perf_counter() - start
-    out = {"peaks": peaks, "frame_peaks": frame_peaks, "seconds": seconds}
+    out = {"peaks": peaks, "frame_peaks": frame_peaks, "seconds": seconds, "steps": steps}
     print(json.dumps({**out, "trim_seconds": trim_seconds[0]}))
+
+
+def _step_peak(fn, record: list, frame_peak: list):
+    """fn, recording the resident size when it starts and its own peak (in MB)."""
+
+    def step(*args, **kwargs):
+        frame_peak[0] = max(frame_peak[0], status_mb("VmHWM"))  # the frame's peak so far
+        reset_peak()
+        before = status_mb("VmRSS")
+        out = fn(*args, **kwargs)
+        peak = status_mb("VmHWM")
+        frame_peak[0] = max(frame_peak[0], peak)
+        record.append((before, peak))
+        return out
+
+    return step
 
 
 def status_mb(key: str) -> float:
@@ -162,15 +207,15 @@ def reset_peak() -> bool:
     return True
 
 
-def run_tracker(
-    frames: list[int], model: str, objects: int, trim: bool, dtype: str | None, workdir: Path
-) -> list:
+def run_tracker(frames: list[int], args: argparse.Namespace, workdir: Path) -> list:
     """Peak RSS after each of ``frames`` tracked frames, from one API run over the largest."""
     stack = workdir / f"stack_{max(frames)}.tif"
     make_stack(stack, max(frames))
-    cmd = [sys.executable, __file__, "--child", str(stack), "--objects", str(objects)]
-    cmd += ["--model", model] + ([] if trim else ["--no-trim"])
-    cmd += ["--dtype", dtype] if dtype else []
+    cmd = [sys.executable, __file__, "--child", str(stack), "--objects", str(args.objects)]
+    cmd += ["--model", args.model, "--prefetch", str(args.prefetch)]
+    cmd += ["--no-trim"] if args.no_trim else []
+    cmd += ["--dtype", args.dtype] if args.dtype else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     data = json.loads(out.strip().splitlines()[-1])
     n = len(data["peaks"])
@@ -185,12 +230,31 @@ def run_tracker(
     # little differently each time); the median per-frame peak of the last 8 frames before each
     # size says whether the level itself moves.
     per_frame = data.get("frame_peaks") or []
+    print_steps(data.get("steps") or {})
     for row in rows:
         window = per_frame[max(0, row["frames"] - 8) : row["frames"]]
         if window:
             row["median_frame_peak_mb"] = float(np.median(window))
             row["window_peak_mb"] = float(max(window))
     return rows
+
+
+def print_steps(steps: dict, first: int = 20) -> None:
+    """Median resident size at the start of each step and its peak above that (median and
+    standard deviation), over tracked frames ``first`` on."""
+    if not any(len(v) > first for v in steps.values()):
+        return
+    print("| step | MB at start (median) | peak above start: median | std | max |")
+    print("|---|---|---|---|---|")
+    for name, records in steps.items():
+        if len(records) <= first:
+            continue
+        before, peak = np.array(records[first:]).T
+        rise = peak - before
+        print(
+            f"| {name} | {np.median(before):.1f} | {np.median(rise):.1f} | "
+            f"{np.std(rise):.1f} | {np.max(rise):.1f} |"
+        )
 
 
 def main() -> None:
@@ -206,17 +270,27 @@ def main() -> None:
         help="tracker path: Tracker(dtype=...), the widget's default on CPUs with AMX / "
         "AVX512-BF16 (default: float32, the Tracker's own default)",
     )
+    parser.add_argument(
+        "--prefetch", type=int, default=2, help="tracker path: frames prepared ahead (default 2)"
+    )
+    parser.add_argument("--threads", type=int, help="tracker path: torch threads")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the tracker path's subprocess
     args = parser.parse_args()
     if args.child:
-        tracker_child(args.child, args.objects, args.model, not args.no_trim, args.dtype)
+        tracker_child(
+            args.child,
+            args.objects,
+            args.model,
+            not args.no_trim,
+            args.dtype,
+            args.prefetch,
+            args.threads,
+        )
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.path == "tracker":
-            rows = run_tracker(
-                args.frames, args.model, args.objects, not args.no_trim, args.dtype, Path(tmp)
-            )
+            rows = run_tracker(args.frames, args, Path(tmp))
             for r in rows:
                 median = r.get("median_frame_peak_mb")
                 first = max(1, r["frames"] - 7)

@@ -5,11 +5,12 @@ a generated uint8 stack of bright discs drifting over a textured background, at 
 resolution (1024 px by default). All objects are clicked on frame 0 and tracked forward over
 frames 1-6 (not timed) so that the timed frame has a full memory bank: the conditioning frame
 and the six previous frames as spatial memories, seven object pointers. Then the same frame is
-tracked again and again, alternating batched and one-at-a-time runs (``Tracker`` with
-its ``_object_batch_size`` or 1), each time without cached image features, so every timed run
+tracked again and again, batched and one object at a time (``Tracker`` with its
+``_object_batch_size`` or 1), each time without cached image features, so every timed run
 includes the image encoder. "batched" is the tracker's default batch size (4 objects on a CPU,
-16 on a GPU; ``--batch`` sets it). Fewer objects are measured on the same tracker after removing
-objects (objects are independent, so the others keep their memory banks).
+16 on a GPU; ``--batch`` sets it). Each object count has a tracker of its own (the first n
+discs), and every repeat times every count and mode once, in alternating order, so that a
+machine whose speed drifts during the run affects the ratios as little as possible.
 
     python benchmarks/bench_objects.py                       # --size 1024 --objects 1 4 16
     python benchmarks/bench_objects.py --size 512 --precision bfloat16 --repeats 3
@@ -122,30 +123,30 @@ def main() -> None:
     most = counts[0]
     frames = generated_stack(WARM_FRAMES + 2, args.size, most)
     dtype = None if args.precision == "float32" else getattr(torch, args.precision)
-    tracker = Tracker(model, frames, dtype=dtype)
-    batched = args.batch or tracker._object_batch_size
-    for oid, yx in enumerate(clicks(most, args.size), start=1):
-        tracker.add_points(0, oid, [yx], [1])
-    t0 = time.perf_counter()
-    for _ in tracker.propagate(max_frames=WARM_FRAMES):
-        pass
-    print(f"warm-up ({most} objects, frames 0-{WARM_FRAMES}): {time.perf_counter() - t0:.1f} s")
+    trackers = {}
+    for n in counts:  # a tracker per object count: the first n discs clicked, then warmed up
+        tracker = Tracker(model, frames, dtype=dtype)
+        for oid, yx in enumerate(clicks(most, args.size)[:n], start=1):
+            tracker.add_points(0, oid, [yx], [1])
+        t0 = time.perf_counter()
+        for _ in tracker.propagate(max_frames=WARM_FRAMES):
+            pass
+        print(f"warm-up ({n} objects, frames 0-{WARM_FRAMES}): {time.perf_counter() - t0:.1f} s")
+        trackers[n] = tracker
+    batched = args.batch or trackers[most]._object_batch_size
     frame = WARM_FRAMES + 1
 
-    rows = {}
-    for n in counts:
-        for oid in list(tracker.object_ids)[n:]:
-            tracker.remove_object(oid)
-        runs: dict[str, list[tuple[float, ...]]] = {"batched": [], "one at a time": []}
-        for rep in range(args.repeats):
-            # alternate the order so that slow phases of a shared machine hit both variants
-            order = ["batched", "one at a time"] if rep % 2 == 0 else ["one at a time", "batched"]
-            for mode in order:
-                batch = batched if mode == "batched" else 1
-                runs[mode].append(timed_frame(tracker, frame, batch, encoder))
-                wall, _, cpu, _ = runs[mode][-1]
-                print(f"{n:>3} objects, {mode:<14} {wall:.3f} s (CPU {cpu:.3f} s)", flush=True)
-        rows[n] = runs
+    # Every repeat times every count and mode once, in an order reversed from one repeat to the
+    # next: a shared machine that speeds up or slows down during the run (by 10-20 % over
+    # minutes here) then moves the ratios to one object less than if each count ran in a block.
+    rows = {n: {"batched": [], "one at a time": []} for n in counts}
+    plan = [(n, mode) for n in counts for mode in ("batched", "one at a time")]
+    for rep in range(args.repeats):
+        for n, mode in plan if rep % 2 == 0 else plan[::-1]:
+            batch = batched if mode == "batched" else 1
+            rows[n][mode].append(timed_frame(trackers[n], frame, batch, encoder))
+            wall, _, cpu, _ = rows[n][mode][-1]
+            print(f"{n:>3} objects, {mode:<14} {wall:.3f} s (CPU {cpu:.3f} s)", flush=True)
 
     first = rows[min(counts)]["batched"] if 1 in rows else None
     one = statistics.median(r[0] for r in first) if first else None

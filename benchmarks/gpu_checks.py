@@ -316,7 +316,7 @@ def preloaded_source(stack: np.ndarray, image_size: int, device: torch.device) -
     class Preloaded(FrameSource):
         def __init__(self) -> None:
             super().__init__(stack, image_size, contrast_limits=(0, 255), prefetch=0)
-            self.inputs = [self._prepare(i, torch.float32).to(device) for i in range(len(self))]
+            self.inputs = [FrameSource.model_input(self, i).to(device) for i in range(len(self))]
 
         def model_input(self, index: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return self.inputs[self._check_index(index)].to(dtype)

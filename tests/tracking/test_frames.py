@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -137,34 +139,66 @@ def test_dask_zarr_and_numpy_give_identical_inputs() -> None:
             assert torch.equal(other.model_input(t), ref.model_input(t))
 
 
-def test_prefetch_prepares_the_next_frames_and_stays_bounded() -> None:
-    reads: list[int] = []
+def test_prefetch_reads_the_next_frames_ahead_and_prepares_them_on_the_callers_thread(
+    monkeypatch,
+) -> None:
+    reads: list[tuple[int, str]] = []
+    prepared_on: set[str] = set()
 
-    class Counting:
+    class Counting:  # a lazy array: not in memory, so its frames are read ahead
         def __init__(self, data):
             self.data, self.shape, self.dtype = data, data.shape, data.dtype
 
         def __getitem__(self, key):
             if isinstance(key, int):
-                reads.append(key)
+                reads.append((key, threading.current_thread().name))
             return self.data[key]
 
     data = np.random.default_rng(3).random((10, 8, 8), dtype=np.float32)
-    src = FrameSource(Counting(data), 8, contrast_limits=(0, 1), prefetch=2)
     expected = [
         FrameSource(data, 8, contrast_limits=(0, 1), prefetch=0).model_input(t) for t in range(10)
     ]
+    unit_channels = FrameSource._unit_channels
+
+    def recording(self, raw, dtype):
+        prepared_on.add(threading.current_thread().name)
+        return unit_channels(self, raw, dtype)
+
+    monkeypatch.setattr(FrameSource, "_unit_channels", recording)
+    src = FrameSource(Counting(data), 8, contrast_limits=(0, 1), prefetch=2)
     src.model_input(0)
     src.model_input(1)  # moving forward: 2 and 3 are scheduled
     assert set(src.pending) == {2, 3}
     for t in range(2, 10):
         assert torch.equal(src.model_input(t), expected[t])
         assert len(src.pending) <= 2
-    assert sorted(reads) == list(range(10))  # every frame read exactly once
+    assert sorted(t for t, _ in reads) == list(range(10))  # every frame read exactly once
+    assert {name for t, name in reads if t >= 2} == {"napari-sam2-frames_0"}  # the worker's
+    # torch work stays on the caller's thread: a second OpenMP team would oversubscribe cores
+    assert prepared_on == {threading.current_thread().name}
     src.prefetch([5, 4, 3])
     assert src.pending == (4, 5)
     src.close()
     assert src.pending == ()
+
+
+def test_frames_in_memory_are_not_read_ahead_but_memory_maps_are(tmp_path) -> None:
+    data = np.random.default_rng(4).integers(0, 4000, (6, 8, 8), dtype=np.uint16)
+    mapped = np.lib.format.open_memmap(tmp_path / "s.npy", "w+", np.uint16, data.shape)
+    mapped[:] = data
+    reference = FrameSource(data, 8, contrast_limits=(0, 4000), prefetch=0)
+    sources = {
+        "in memory": FrameSource(data, 8, contrast_limits=(0, 4000)),
+        "view of memory": FrameSource(
+            stack_view(data[:, None], frame_axis=0, fixed={1: 0}), 8, contrast_limits=(0, 4000)
+        ),
+        "memory map": FrameSource(mapped, 8, contrast_limits=(0, 4000)),
+    }
+    for name, src in sources.items():
+        for t in range(3):
+            assert torch.equal(src.model_input(t), reference.model_input(t)), name
+        assert src.pending == ((3, 4) if name == "memory map" else ()), name
+        src.close()
 
 
 def test_resolve_axes_normalizes_and_derives_y_x() -> None:

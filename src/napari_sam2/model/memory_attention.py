@@ -13,10 +13,11 @@ from .position_encoding import axial_rope_tables, rope_halves_order, rotate_halv
 
 # Scratch for one block of cross-attention scores on the CPU (queries x memory tokens).
 _SCORE_BUFFER_BYTES = 64 * 2**20
-# The same on the CPU low-precision path (`lowp_dtype`): smaller blocks of bfloat16 scores
-# made the score GEMM + softmax + value GEMM of a 1024 px frame's 28,736 memory tokens about
-# 20 % faster than 64 MB blocks (256 - 512 query rows measured best).
-_LOWP_SCORE_BUFFER_BYTES = 16 * 2**20
+# The same on the CPU low-precision path (`lowp_dtype`): blocks of bfloat16 scores, 512 query
+# rows of a 1024 px frame's 28,736 memory tokens (8 blocks per layer). Measured in the tracker
+# (benchmarks/README.md): memory attention 4-7 % faster than with 16 MiB blocks of 274 rows,
+# and faster than 24, 48 or 64 MiB.
+_LOWP_SCORE_BUFFER_BYTES = 32 * 2**20
 # Rows per chunk of the low-precision RoPE (`_rotate_lowp_`): small enough that the float32
 # scratch stays in the core's cache.
 _ROPE_CHUNK_ROWS = 256

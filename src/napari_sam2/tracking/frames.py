@@ -212,6 +212,13 @@ def stack_view(
     return StackView(data, axes.frame_axis, axes.y_axis, axes.x_axis, axes.channel_axis, axes.fixed)
 
 
+def _in_memory(frames: Any) -> bool:
+    """Whether frames (or the array under a StackView) are a numpy array in memory, whose
+    frames are views: nothing to gain from reading them ahead. A memory map reads from disk."""
+    base = frames.data if isinstance(frames, StackView) else frames
+    return isinstance(base, np.ndarray) and not isinstance(base, np.memmap)
+
+
 class FrameSource:
     """Lazy, normalized network input for each frame of a stack.
 
@@ -236,8 +243,9 @@ class FrameSource:
     percentiles
         Lower and upper percentiles used when ``contrast_limits`` is None.
     prefetch
-        How many frames ahead the worker thread prepares (0: none). Memory stays bounded to
-        that many S x S tensors.
+        How many frames ahead the worker thread reads (0: none), for stacks that are read from
+        somewhere (dask, zarr, memory-mapped files); frames of an array in memory cost nothing
+        to read and are not prefetched. Memory stays bounded to that many raw frames.
     """
 
     def __init__(
@@ -284,7 +292,10 @@ class FrameSource:
         self._shape = shape
         self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
-        self._prefetch_depth = max(0, int(prefetch))
+        # Only reading is done ahead: the worker's torch ops would start a second OpenMP team
+        # beside the tracker's and oversubscribe the cores (a 1024 px bfloat16 frame was about
+        # 11 % slower with its preparation on the worker than all on one thread).
+        self._prefetch_depth = max(0, int(prefetch)) if not _in_memory(frames) else 0
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -408,11 +419,23 @@ class FrameSource:
         assert wide is not None  # height >= 1
         return self._resize(wide, antialias=True)
 
-    def _prepare(self, index: int, dtype: torch.dtype) -> torch.Tensor:
-        raw = self.raw_frame(index)
+    def _is_huge(self, raw: np.ndarray) -> bool:
+        """Whether a frame is shrunk strip by strip (see `_shrink_in_strips`)."""
         s = self.image_size
         height, width = raw.shape[:2]
-        if width > s and height * width > LARGE_FRAME_FACTOR * s * s:
+        return width > s and height * width > LARGE_FRAME_FACTOR * s * s
+
+    def _read_ahead(self, index: int) -> np.ndarray:
+        """Frame ``index`` read into memory: a memory-mapped frame is copied (read from disk
+        here), except a huge one, which `_shrink_in_strips` reads a strip at a time."""
+        raw = self.raw_frame(index)
+        return np.array(raw) if isinstance(raw, np.memmap) and not self._is_huge(raw) else raw
+
+    def _prepare(self, raw: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        """Network input (3, S, S) of one raw frame (see `model_input`)."""
+        s = self.image_size
+        height, width = raw.shape[:2]
+        if self._is_huge(raw):
             # Huge frames (a 6000 x 6000 scan): scaled and shrunk strip by strip, see
             # _shrink_in_strips, instead of several full-size float64 copies.
             x = self._shrink_in_strips(raw, dtype).clamp_(0.0, 1.0)
@@ -440,20 +463,19 @@ class FrameSource:
         ``(x - lo) / (hi - lo)``, clip to [0, 1], RGB, bicubic resize to S x S (antialiased
         when shrinking, skipped when the frame is already S x S), then ``(x - mean) / std``.
         Huge frames take the same steps in strips of rows (see ``LARGE_FRAME_FACTOR``).
-        Uses the tensor prepared by the worker thread when there is one, and schedules the
-        next frames in the direction the tracker is moving.
+        Uses the frame read by the worker thread when there is one, and schedules the next
+        frames in the direction the tracker is moving.
         """
         index = self._check_index(index)
         with self._lock:
             future = self._pending.pop(index, None)
-        out = None
-        if future is not None and dtype == torch.float32:
+        raw = None
+        if future is not None:
             try:
-                out = future.result()
+                raw = future.result()
             except Exception:
-                out = None  # read it again below so the error surfaces in the caller's thread
-        if out is None:
-            out = self._prepare(index, dtype)
+                raw = None  # read it again below so the error surfaces in the caller's thread
+        out = self._prepare(self.raw_frame(index) if raw is None else raw, dtype)
         if self._last_index is not None and abs(index - self._last_index) == 1:
             step = index - self._last_index
             self.prefetch(index + step * k for k in range(1, self._prefetch_depth + 1))
@@ -461,7 +483,7 @@ class FrameSource:
         return out
 
     def prefetch(self, indices: Iterable[int]) -> None:
-        """Prepare these frames on the worker thread (at most ``prefetch`` of them are kept).
+        """Read these frames on the worker thread (at most ``prefetch`` of them are kept).
 
         Frames out of range are ignored; pending frames not in ``indices`` are dropped.
         """
@@ -476,11 +498,11 @@ class FrameSource:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="napari-sam2-frames")
             for i in wanted:
                 if i not in self._pending:
-                    self._pending[i] = self._executor.submit(self._prepare, i, torch.float32)
+                    self._pending[i] = self._executor.submit(self._read_ahead, i)
 
     @property
     def pending(self) -> tuple[int, ...]:
-        """Frames currently prepared or being prepared by the worker thread."""
+        """Frames currently read or being read by the worker thread."""
         with self._lock:
             return tuple(sorted(self._pending))
 
