@@ -22,13 +22,12 @@ without it.
 
 The tracker path also splits each frame's peak by step (image encoder, memory attention, mask
 decoder, memory encoder): the resident size when the step starts and how far its own peak rises
-above that, over the frames after the feature cache is full (frame 20 on). ``--prefetch``
-sets how many frames the frame source prepares ahead on its worker thread (default 2, as the
-tracker), ``--threads`` torch's threads.
+above that, over the frames after the feature cache is full (frame 20 on). ``--threads`` sets
+torch's threads.
 
     python benchmarks/bench_memory.py --frames 20 60 200 [--model sam2.1_hiera_tiny]
     python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim] [--dtype bfloat16]
-    python benchmarks/bench_memory.py --path tracker --frames 24 64 --prefetch 0 --threads 1
+    python benchmarks/bench_memory.py --path tracker --frames 24 64 --threads 1
 """
 
 from __future__ import annotations
@@ -117,7 +116,6 @@ def tracker_child(
     model_name: str,
     trim: bool,
     dtype: str | None,
-    prefetch: int,
     threads: int | None,
 ) -> None:
     """Run in the subprocess: track through the Python API, print per-frame peaks as JSON."""
@@ -127,7 +125,6 @@ def tracker_child(
 
     from napari_sam2.model import SAM2Config, build_sam2
     from napari_sam2.tracking import Tracker, memory_trim
-    from napari_sam2.tracking.frames import FrameSource
 
     trim_seconds = [0.0]
     release = memory_trim.release_freed_memory
@@ -150,8 +147,7 @@ def tracker_child(
     if resettable:
         for name in STEPS:
             setattr(model, name, _step_peak(getattr(model, name), steps[name], frame_peak))
-    frames = FrameSource(stack, model.image_size, prefetch=prefetch)
-    tracker = Tracker(model, frames, dtype=dtype)  # default feature cache, as the widget
+    tracker = Tracker(model, stack, dtype=dtype)  # default feature cache, as the widget
     tracker.add_points(0, 1, [(150, 200)], [1])
     if objects == 2:
         tracker.add_box(0, 2, [350, 270, 410, 330])
@@ -212,7 +208,7 @@ def run_tracker(frames: list[int], args: argparse.Namespace, workdir: Path) -> l
     stack = workdir / f"stack_{max(frames)}.tif"
     make_stack(stack, max(frames))
     cmd = [sys.executable, __file__, "--child", str(stack), "--objects", str(args.objects)]
-    cmd += ["--model", args.model, "--prefetch", str(args.prefetch)]
+    cmd += ["--model", args.model]
     cmd += ["--no-trim"] if args.no_trim else []
     cmd += ["--dtype", args.dtype] if args.dtype else []
     cmd += ["--threads", str(args.threads)] if args.threads else []
@@ -270,9 +266,6 @@ def main() -> None:
         help="tracker path: Tracker(dtype=...), the widget's default on CPUs with AMX / "
         "AVX512-BF16 (default: float32, the Tracker's own default)",
     )
-    parser.add_argument(
-        "--prefetch", type=int, default=2, help="tracker path: frames prepared ahead (default 2)"
-    )
     parser.add_argument("--threads", type=int, help="tracker path: torch threads")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the tracker path's subprocess
     args = parser.parse_args()
@@ -283,7 +276,6 @@ def main() -> None:
             args.model,
             not args.no_trim,
             args.dtype,
-            args.prefetch,
             args.threads,
         )
         return

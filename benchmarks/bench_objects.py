@@ -138,7 +138,7 @@ def main() -> None:
 
     # Every repeat times every count and mode once, in an order reversed from one repeat to the
     # next: a shared machine that speeds up or slows down during the run (by 10-20 % over
-    # minutes here) then moves the ratios to one object less than if each count ran in a block.
+    # minutes here) then affects every count alike, not only the counts timed in its slow phase.
     rows = {n: {"batched": [], "one at a time": []} for n in counts}
     plan = [(n, mode) for n in counts for mode in ("batched", "one at a time")]
     for rep in range(args.repeats):

@@ -293,8 +293,8 @@ class FrameSource:
         self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
         # Only reading is done ahead: the worker's torch ops would start a second OpenMP team
-        # beside the tracker's and oversubscribe the cores (a 1024 px bfloat16 frame was about
-        # 11 % slower with its preparation on the worker than all on one thread).
+        # beside the tracker's and oversubscribe the cores (a 1024 px bfloat16 frame took 5-12 %
+        # longer with its preparation on the worker than all on one thread).
         self._prefetch_depth = max(0, int(prefetch)) if not _in_memory(frames) else 0
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
