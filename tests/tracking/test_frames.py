@@ -173,8 +173,9 @@ def test_prefetch_reads_the_next_frames_ahead_and_prepares_them_on_the_callers_t
         assert torch.equal(src.model_input(t), expected[t])
         assert len(src.pending) <= 2
     assert sorted(t for t, _ in reads) == list(range(10))  # every frame read exactly once
-    assert {name for t, name in reads if t >= 2} == {"napari-sam2-frames_0"}  # the worker's
-    # torch work stays on the caller's thread: a second OpenMP team would oversubscribe cores
+    # frames 2 on were read by the worker; all torch work stays on the caller's thread (torch
+    # ops on the worker would start a second OpenMP team and oversubscribe the cores)
+    assert {name for t, name in reads if t >= 2} == {"napari-sam2-frames_0"}
     assert prepared_on == {threading.current_thread().name}
     src.prefetch([5, 4, 3])
     assert src.pending == (4, 5)
