@@ -157,3 +157,19 @@ def test_shared_frame_features_match_objects_alone():
     for b in range(2):
         alone = _run(model, (x, x_pos, memory[b : b + 1], memory_pos[b : b + 1]), True)
         torch.testing.assert_close(batched[b : b + 1], alone, rtol=0, atol=2e-2)
+
+
+@pytest.mark.parametrize("queries", [4096, 1000, 7])
+def test_low_precision_score_blocks_are_even_and_fit_the_budget(queries):
+    """Blocks of query rows split the queries evenly (no thin last block) and each fits the
+    scratch budget; 1024 px frames with a full memory bank get 8 blocks of 512 rows."""
+    keys = 28_736
+    q = torch.empty(1, queries, 8)
+    scores = memory_attention.score_buffer(q, keys, torch.bfloat16)
+    rows, width = scores.shape
+    blocks = -(-queries // rows)
+    assert scores.dtype == torch.bfloat16 and width % 16 == 0 and width >= keys
+    assert rows == -(-queries // blocks)  # the most even split into that many blocks
+    assert rows * width * 2 <= memory_attention._LOWP_SCORE_BUFFER_BYTES
+    if queries == 4096:
+        assert (rows, blocks) == (512, 8)

@@ -149,8 +149,6 @@ class RoPEAttention(nn.Module):
         if lowp is not None:
             v = v.to(lowp)  # what autocast would cast for every block's matmul
         rows = scores.shape[0]
-        if lowp is not None:  # blocks of even size: a thin last block's GEMM runs far slower
-            rows = -(-n // -(-n // rows))
         q = q * q.shape[-1] ** -0.5
         shared_q = q.shape[0] == 1  # one query set for all memories (see `forward`)
         out = v.new_empty(k.shape[0], n, v.shape[-1])
@@ -170,7 +168,7 @@ class RoPEAttention(nn.Module):
 
 def score_buffer(q: torch.Tensor, num_keys: int, lowp: torch.dtype | None = None) -> torch.Tensor:
     """Scratch for blocks of attention scores of queries q (B, n, C) on num_keys keys; with
-    lowp (the CPU low-precision path, see `lowp_dtype`) smaller blocks in that dtype.
+    lowp (the CPU low-precision path, see `lowp_dtype`) blocks in that dtype, of even size.
 
     Rows are padded to a multiple of 16 elements: the score GEMM is about a quarter slower
     when its output rows do not start on 64-byte boundaries (the number of object-pointer
@@ -181,6 +179,7 @@ def score_buffer(q: torch.Tensor, num_keys: int, lowp: torch.dtype | None = None
         rows = max(1, min(q.shape[1], _SCORE_BUFFER_BYTES // (width * q.element_size())))
         return q.new_empty(rows, width)
     rows = max(1, min(q.shape[1], _LOWP_SCORE_BUFFER_BYTES // (width * lowp.itemsize)))
+    rows = -(-q.shape[1] // -(-q.shape[1] // rows))  # even blocks: a thin last block is slow
     return q.new_empty((rows, width), dtype=lowp)
 
 
