@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from napari_sam2.model import SAM2Config, common, memory_attention
-from napari_sam2.model.memory_attention import MemoryAttention, RoPEAttention, _rotate_lowp_
+from napari_sam2.model.memory_attention import (
+    MemoryAttention,
+    RoPEAttention,
+    _rotate_columns_lowp_,
+    _rotate_lowp_,
+)
 from napari_sam2.model.position_encoding import axial_rope_tables, rotate_halves
 
 SIDE, DIM, MEM_DIM, FRAMES, POINTERS = 6, 32, 8, 3, 8
@@ -64,6 +69,27 @@ def test_rotation_in_chunks_is_bitwise_the_float32_route(monkeypatch, chunk_rows
     _rotate_lowp_(got, cos, sin, FRAMES * t)
     assert torch.equal(got, expected)
     assert torch.equal(got[:, FRAMES * t :], k[:, FRAMES * t :])
+
+
+@pytest.mark.parametrize("chunk_columns", [5, 36, 256])
+def test_transposed_keys_are_the_rotated_projection(monkeypatch, chunk_columns):
+    """Memory keys made transposed (C, m) for the score product: the bias added and the
+    spatial tokens rotated in float32 as `rotate_halves` rotates them, pointer keys only
+    biased; chunks of columns that end inside a frame or span it."""
+    monkeypatch.setattr(memory_attention, "_ROPE_CHUNK_COLUMNS", chunk_columns)
+    torch.manual_seed(0)
+    cos, sin = axial_rope_tables(DIM, SIDE, 10000.0, dtype=torch.float32, device="cpu")
+    t = SIDE * SIDE
+    projected = torch.randn(DIM, FRAMES * t + POINTERS).bfloat16()
+    bias = torch.randn(DIM)
+    keys = projected.float().t() + bias  # (m, C) in float32
+    frames = keys[: FRAMES * t].unflatten(0, (FRAMES, t))
+    expected = torch.cat((rotate_halves(frames, cos, sin).flatten(0, 1), keys[FRAMES * t :]))
+    got = projected.clone()
+    _rotate_columns_lowp_(got, cos.t().contiguous(), sin.t().contiguous(), bias, FRAMES * t)
+    assert got.dtype == torch.bfloat16
+    # one rounding to bfloat16 of the float32 result
+    assert torch.equal(got, expected.t().bfloat16())
 
 
 def test_halves_ordered_weights_are_cached_and_follow_the_weights():

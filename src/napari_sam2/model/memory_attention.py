@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .common import CHUNK_BYTES, apply_in_row_chunks, linear, lowp_dtype, lowp_linear, lowp_param
 from .config import SAM2Config
@@ -21,6 +22,11 @@ _LOWP_SCORE_BUFFER_BYTES = 32 * 2**20
 # Rows per chunk of the low-precision RoPE (`_rotate_lowp_`): small enough that the float32
 # scratch stays in the core's cache.
 _ROPE_CHUNK_ROWS = 256
+# Token columns per chunk of the low-precision RoPE of transposed memory keys
+# (`_rotate_columns_lowp_`), taken from every memory frame at once.
+_ROPE_CHUNK_COLUMNS = 128
+# Transposed RoPE tables (D/2, t), made once per table.
+_TRANSPOSED_TABLES: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 class RoPEAttention(nn.Module):
@@ -153,8 +159,11 @@ class RoPEAttention(nn.Module):
         shared_q = q.shape[0] == 1  # one query set for all memories (see `forward`)
         out = v.new_empty(k.shape[0], n, v.shape[-1])
         for b in range(k.shape[0]):
-            keys, _ = self._project_and_rotate(self.k_proj, k[b : b + 1], rope, n_rope)
-            k_t = keys[0].t()  # (C, m), a view: mm reads it transposed
+            if lowp is None:
+                keys, _ = self._project_and_rotate(self.k_proj, k[b : b + 1], rope, n_rope)
+                k_t = keys[0].t()  # (C, m), a view: mm reads it transposed
+            else:
+                k_t = self._rotated_keys_t_lowp(k[b], rope, n_rope, lowp)
             q_b = q[0 if shared_q else b]
             for start in range(0, n, rows):
                 stop = min(start + rows, n)
@@ -164,6 +173,69 @@ class RoPEAttention(nn.Module):
                 torch.softmax(block, dim=-1, out=block)
                 torch.mm(block[:, :m], v[b], out=out[b, start:stop])
         return self.v_proj(out) if lowp is None else linear(self.v_proj, out)
+
+    def _rotated_keys_t_lowp(
+        self,
+        k: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        n_rope: int,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """The projected keys of one memory, k (m, kv_in_dim), transposed and contiguous
+        (C, m) in halves order, their first n_rope tokens rotated, in low precision.
+
+        The score product reads a contiguous (C, m) key matrix about a third faster than the
+        transpose of (m, C) keys, and W k^T makes it directly. The bias is added in float32
+        with the rotation (`_rotate_columns_lowp_`).
+        """
+        w = lowp_param(self.k_proj.weight, dtype, self.halves_order)
+        bias = lowp_param(self.k_proj.bias, torch.float32, self.halves_order)
+        k_t = torch.mm(w, k.to(dtype).t())
+        cos, sin = rope
+        _rotate_columns_lowp_(k_t, _transposed(cos), _transposed(sin), bias, n_rope)
+        return k_t
+
+
+def _transposed(table: torch.Tensor) -> torch.Tensor:
+    """table.t(), contiguous, made once per table."""
+    hit = _TRANSPOSED_TABLES.get(table)
+    if hit is None:
+        hit = _TRANSPOSED_TABLES[table] = table.t().contiguous()
+    return hit
+
+
+def _rotate_columns_lowp_(
+    k_t: torch.Tensor, cos_t: torch.Tensor, sin_t: torch.Tensor, bias: torch.Tensor, n: int
+) -> None:
+    """Add bias (D,) to low-precision transposed keys k_t (D, m) in halves order, in place, and
+    rotate their first n columns by transposed tables (D/2, t) repeated every t columns (n a
+    multiple of t), in float32: each column is rotated as `rotate_halves` rotates a token.
+
+    Chunks of columns are taken from every memory frame at once, through a small float32
+    scratch.
+    """
+    dim, half, t = k_t.shape[0], k_t.shape[0] // 2, cos_t.shape[1]
+    frames = k_t[:, :n].view(dim, n // t, t)  # (D, frames, t)
+    cols = min(_ROPE_CHUNK_COLUMNS, t)
+    scratch = k_t.new_empty((dim, n // t, cols), dtype=torch.float32)
+    prod = k_t.new_empty((2, half, n // t, cols), dtype=torch.float32)
+    column_bias = bias[:, None, None]
+    for start in range(0, t if n else 0, cols):
+        stop = min(start + cols, t)
+        chunk = frames[:, :, start:stop]
+        f = scratch[:, :, : stop - start]
+        f.copy_(chunk).add_(column_bias)
+        first, second = f[:half], f[half:]
+        c, s = cos_t[:, None, start:stop], sin_t[:, None, start:stop]
+        p, p2 = prod[0, :, :, : stop - start], prod[1, :, :, : stop - start]
+        torch.mul(first, c, out=p)
+        torch.mul(second, s, out=p2)
+        chunk[:half].copy_(p.sub_(p2))  # first * cos - second * sin
+        torch.mul(first, s, out=p)
+        torch.mul(second, c, out=p2)
+        chunk[half:].copy_(p.add_(p2))  # first * sin + second * cos
+    pointers = k_t[:, n:]
+    pointers.copy_(pointers.float().add_(bias[:, None]))
 
 
 def score_buffer(q: torch.Tensor, num_keys: int, lowp: torch.dtype | None = None) -> torch.Tensor:
