@@ -71,12 +71,13 @@ def test_rotation_in_chunks_is_bitwise_the_float32_route(monkeypatch, chunk_rows
     assert torch.equal(got[:, FRAMES * t :], k[:, FRAMES * t :])
 
 
-@pytest.mark.parametrize("chunk_columns", [5, 36, 256])
-def test_transposed_keys_are_the_rotated_projection(monkeypatch, chunk_columns):
+@pytest.mark.parametrize("chunk_rows", [1, 5, DIM // 2])
+def test_transposed_keys_are_the_rotated_projection(monkeypatch, chunk_rows):
     """Memory keys made transposed (C, m) for the score product: the bias added and the
     spatial tokens rotated in float32 as `rotate_halves` rotates them, pointer keys only
-    biased; chunks of columns that end inside a frame or span it."""
-    monkeypatch.setattr(memory_attention, "_ROPE_CHUNK_COLUMNS", chunk_columns)
+    biased; chunks of one feature row, of rows that do not divide the half, of all rows."""
+    elements = chunk_rows * FRAMES * SIDE * SIDE
+    monkeypatch.setattr(memory_attention, "_ROPE_CHUNK_ELEMENTS", elements)
     torch.manual_seed(0)
     cos, sin = axial_rope_tables(DIM, SIDE, 10000.0, dtype=torch.float32, device="cpu")
     t = SIDE * SIDE

@@ -22,9 +22,9 @@ _LOWP_SCORE_BUFFER_BYTES = 32 * 2**20
 # Rows per chunk of the low-precision RoPE (`_rotate_lowp_`): small enough that the float32
 # scratch stays in the core's cache.
 _ROPE_CHUNK_ROWS = 256
-# Token columns per chunk of the low-precision RoPE of transposed memory keys
-# (`_rotate_columns_lowp_`), taken from every memory frame at once.
-_ROPE_CHUNK_COLUMNS = 128
+# Float32 elements per scratch chunk of the low-precision RoPE of transposed memory keys
+# (`_rotate_columns_lowp_`): 4 feature rows of 7 memory frames at 1024 px.
+_ROPE_CHUNK_ELEMENTS = 2**17
 # Transposed RoPE tables (D/2, t), made once per table.
 _TRANSPOSED_TABLES: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
@@ -211,29 +211,28 @@ def _rotate_columns_lowp_(
     rotate their first n columns by transposed tables (D/2, t) repeated every t columns (n a
     multiple of t), in float32: each column is rotated as `rotate_halves` rotates a token.
 
-    Chunks of columns are taken from every memory frame at once, through a small float32
-    scratch.
+    Works through a few feature rows at a time (a row and its partner in the other half), over
+    all memory frames at once: long contiguous rows through a float32 scratch that stays in
+    the core's cache.
     """
     dim, half, t = k_t.shape[0], k_t.shape[0] // 2, cos_t.shape[1]
     frames = k_t[:, :n].view(dim, n // t, t)  # (D, frames, t)
-    cols = min(_ROPE_CHUNK_COLUMNS, t)
-    scratch = k_t.new_empty((dim, n // t, cols), dtype=torch.float32)
-    prod = k_t.new_empty((2, half, n // t, cols), dtype=torch.float32)
-    column_bias = bias[:, None, None]
-    for start in range(0, t if n else 0, cols):
-        stop = min(start + cols, t)
-        chunk = frames[:, :, start:stop]
-        f = scratch[:, :, : stop - start]
-        f.copy_(chunk).add_(column_bias)
-        first, second = f[:half], f[half:]
-        c, s = cos_t[:, None, start:stop], sin_t[:, None, start:stop]
-        p, p2 = prod[0, :, :, : stop - start], prod[1, :, :, : stop - start]
-        torch.mul(first, c, out=p)
-        torch.mul(second, s, out=p2)
-        chunk[:half].copy_(p.sub_(p2))  # first * cos - second * sin
-        torch.mul(first, s, out=p)
-        torch.mul(second, c, out=p2)
-        chunk[half:].copy_(p.add_(p2))  # first * sin + second * cos
+    rows = max(1, min(half, _ROPE_CHUNK_ELEMENTS // max(1, n)))
+    f1, f2, p, p2 = (k_t.new_empty((rows, n // t, t), dtype=torch.float32) for _ in range(4))
+    for start in range(0, half if n else 0, rows):
+        stop = min(start + rows, half)
+        first, second = frames[start:stop], frames[half + start : half + stop]
+        if stop - start < rows:  # the last, shorter chunk (views cost time: only here)
+            f1, f2, p, p2 = (x[: stop - start] for x in (f1, f2, p, p2))
+        f1.copy_(first).add_(bias[start:stop, None, None])
+        f2.copy_(second).add_(bias[half + start : half + stop, None, None])
+        c, s = cos_t[start:stop, None], sin_t[start:stop, None]
+        torch.mul(f1, c, out=p)
+        torch.mul(f2, s, out=p2)
+        first.copy_(p.sub_(p2))  # first * cos - second * sin
+        torch.mul(f1, s, out=p)
+        torch.mul(f2, c, out=p2)
+        second.copy_(p.add_(p2))  # first * sin + second * cos
     pointers = k_t[:, n:]
     pointers.copy_(pointers.float().add_(bias[:, None]))
 
