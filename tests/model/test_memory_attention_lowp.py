@@ -200,3 +200,28 @@ def test_low_precision_score_blocks_are_even_and_fit_the_budget(queries):
     assert rows * width * 2 <= memory_attention._LOWP_SCORE_BUFFER_BYTES
     if queries == 4096:
         assert (rows, blocks) == (512, 8)
+
+
+def test_one_key_scratch_serves_every_layer_and_object(monkeypatch):
+    """The transposed keys of every layer and object are written into one scratch made once
+    per call (fresh 15 MB tensors per layer and object cost page faults at 1024 px)."""
+    model = _model()
+    x, x_pos, memory, memory_pos = _inputs(batch=2, shared=True)
+    made, written = [], set()
+    make = memory_attention.key_buffer
+    rotate = RoPEAttention._rotated_keys_t_lowp
+
+    def counting_make(*args):
+        made.append(make(*args))
+        return made[-1]
+
+    def recording_rotate(self, k, rope, n_rope, out):
+        keys = rotate(self, k, rope, n_rope, out)
+        written.add(keys.data_ptr())
+        return keys
+
+    monkeypatch.setattr(memory_attention, "key_buffer", counting_make)
+    monkeypatch.setattr(RoPEAttention, "_rotated_keys_t_lowp", recording_rotate)
+    _run(model, (x, x_pos, memory, memory_pos), True)
+    assert len(made) == 1
+    assert written == {made[0].data_ptr()}
