@@ -200,6 +200,31 @@ def test_json_manifest(tmp_path, small, thread_client):
     assert (tmp_path / "out" / "s1" / "ctc").is_dir()
 
 
+def test_output_folder_exists_before_any_stack_runs(tmp_path, small, thread_client):
+    """Stacks run side by side into one new output folder: it is made before the first
+    starts, so a stack that fails and tidies up after itself cannot remove it from under
+    the others (a race the side-by-side stacks of test_failures_stay_alone met)."""
+    manifest = _make_stacks(tmp_path, count=2)
+    out = tmp_path / "new" / "out"
+
+    def record(name: str) -> None:  # runs in the worker (the task is serialized)
+        (tmp_path / f"{name}.saw-out").write_text(str(out.is_dir()))
+
+    summary = run_batch(
+        manifest, out, client=thread_client, quiet=True, before_stack=record, **small
+    )
+    assert [r.status for r in summary.rows] == ["done", "done"]
+    seen = {name: (tmp_path / f"{name}.saw-out").read_text() for name in ("s0", "s1")}
+    assert seen == {"s0": "True", "s1": "True"}
+
+
+def test_output_folder_that_cannot_be_made_refuses_the_batch(tmp_path, small, thread_client):
+    manifest = _make_stacks(tmp_path, count=1)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(BatchError, match="cannot create the output folder"):
+        run_batch(manifest, tmp_path / "file" / "out", client=thread_client, quiet=True, **small)
+
+
 @pytest.mark.slow
 def test_cli_worker_processes_load_the_model_once(tmp_path, model_args, capsys):
     """The command line on a local cluster of two worker processes: each loads it once."""

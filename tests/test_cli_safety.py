@@ -419,3 +419,25 @@ def test_track_checks_everything_before_the_model_loads(monkeypatch, inputs):
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="labels is read-only"):
         track(data, [PromptRecord(0, 1, "points", point)], device="cpu", labels=frozen)
+
+
+def test_a_failed_run_keeps_folders_another_run_made(tmp_path):
+    """Two runs writing into sibling folders of one new parent (a batch's stacks side by
+    side): the parent planned as missing but made by the other run meanwhile is not this
+    run's to remove when it fails, so the other run's folder stays."""
+    from napari_sam2.cli_outputs import Outputs
+
+    parent = tmp_path / "out"
+    mine = Outputs.plan(str(parent / "s0"), ["tiff"])
+    theirs = Outputs.plan(str(parent / "s1"), ["tiff"])
+    assert mine.missing[0] == theirs.missing[0] == parent.absolute()  # both would make it
+    their_scratch = theirs.prepare((2, 8, 8))  # the other run made the parent first
+    my_scratch = mine.prepare((2, 8, 8))
+    assert mine.created == [(parent / "s0").absolute()]
+    my_scratch.close()
+    mine.remove_created()  # this run failed
+    assert not (parent / "s0").exists()
+    assert (parent / "s1").is_dir()
+    their_scratch.close()
+    theirs.remove_created()
+    assert not parent.exists()  # the run that made it removes it, once empty

@@ -601,6 +601,15 @@ def run_batch(
         client = _start_client(workers, scheduler, processes, resources)
     try:
         if pending:
+            # made before any stack runs: stacks running side by side would otherwise each
+            # create it, and one that fails would remove it while another writes into it
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise BatchError(
+                    f"cannot create the output folder {out_dir}: {err.strerror or err}; "
+                    "choose an --out you may write"
+                ) from None
             summary.dashboard = _dashboard(client)
             if summary.dashboard:
                 progress.say(f"dashboard: {summary.dashboard}")

@@ -132,7 +132,10 @@ class Outputs:
 
         try:
             for folder in self.missing:
-                folder.mkdir(exist_ok=True)
+                try:
+                    folder.mkdir()
+                except FileExistsError:  # made meanwhile by another run: not ours to remove
+                    continue
                 self.created.append(folder)
             return ScratchLabels.create_in(self.dest, shape, np.uint16)
         except OSError as err:
