@@ -123,6 +123,20 @@ def test_halves_ordered_weights_are_cached_and_follow_the_weights():
     assert not torch.equal(changed, got)
 
 
+def test_casts_of_one_parameter_to_two_dtypes_are_cached_side_by_side():
+    """The transposed key path takes the key bias in float32, other paths in bfloat16: each
+    cast keeps its own cache entry instead of replacing the other's on every call."""
+    torch.manual_seed(0)
+    attn = RoPEAttention(DIM, MEM_DIM, 10000.0)
+    with torch.no_grad():
+        low = common.lowp_param(attn.k_proj.bias, torch.bfloat16, attn.halves_order)
+        full = common.lowp_param(attn.k_proj.bias, torch.float32, attn.halves_order)
+        assert low is common.lowp_param(attn.k_proj.bias, torch.bfloat16, attn.halves_order)
+        assert full is common.lowp_param(attn.k_proj.bias, torch.float32, attn.halves_order)
+    assert low.dtype == torch.bfloat16 and full.dtype == torch.float32
+    assert torch.equal(full, attn.k_proj.bias.detach()[attn.halves_order])
+
+
 def _run(model, inputs, lowp: bool, monkeypatch=None) -> torch.Tensor:
     if not lowp:  # plain autocast: what the layers did before the low-precision path
         monkeypatch.setattr(memory_attention, "lowp_dtype", lambda device: None)

@@ -47,7 +47,7 @@ def lowp_param(
     variants = _LOWP_CACHE.get(p)
     if variants is None:
         variants = _LOWP_CACHE[p] = {}
-    variant = None if rows is None else id(rows)
+    variant = (dtype, None if rows is None else id(rows))  # one entry per cast and order
     hit = variants.get(variant)
     if hit is None or hit[0] != key:
         value = p.detach() if rows is None else p.detach()[rows]
