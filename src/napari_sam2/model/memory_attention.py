@@ -359,8 +359,9 @@ class MemoryAttention(nn.Module):
     def rope_tables(
         self, side: int, dtype: torch.dtype, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # tables made under inference mode cannot be used where autograd records
-        key = (side, dtype, str(device), torch.is_inference_mode_enabled())
+        # tables made without autograd (inference tensors under inference mode) cannot be
+        # used where autograd records; torch.compile traces is_grad_enabled, not inference mode
+        key = (side, dtype, str(device), torch.is_grad_enabled())
         if key not in self._rope_cache:
             self._rope_cache[key] = axial_rope_tables(
                 self.dim, side, self.theta, dtype=dtype, device=device

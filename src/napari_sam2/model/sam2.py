@@ -50,9 +50,12 @@ class ImageEncoder(nn.Module):
         self.trunk = Hiera(config)
         self.neck = FpnNeck(config)
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """-> the neck levels (finest first) and the PE of the coarsest kept (stride-16) one."""
-        levels = self.neck(self.trunk(images))
+    def forward(
+        self, images: torch.Tensor, then: dict[int, nn.Conv2d] | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """-> the neck levels (finest first, `then` applied, see `FpnNeck.forward`) and the PE
+        of the coarsest kept (stride-16) one."""
+        levels = self.neck(self.trunk(images), then=then)
         return levels, self.neck.position_encoding(levels[-1])
 
 
@@ -113,14 +116,12 @@ class SAM2Model(nn.Module):
                 f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}"
             )
         dec = self.sam_mask_decoder
-        neck = self.image_encoder.neck
-        levels = neck(
-            self.image_encoder.trunk(images.to(self.dtype)), then={0: dec.conv_s0, 1: dec.conv_s1}
+        # through the module's call, so that a compiled image encoder is the one that runs
+        levels, vision_pos = self.image_encoder(
+            images.to(self.dtype), then={0: dec.conv_s0, 1: dec.conv_s1}
         )
         return ImageFeatures(
-            vision=levels[-1],
-            vision_pos=neck.position_encoding(levels[-1]),
-            high_res=(levels[0], levels[1]),
+            vision=levels[-1], vision_pos=vision_pos, high_res=(levels[0], levels[1])
         )
 
     def add_no_memory_embedding(self, vision: torch.Tensor) -> torch.Tensor:
