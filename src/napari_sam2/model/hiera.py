@@ -227,7 +227,11 @@ class Hiera(nn.Module):
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
         """Background embedding resized to the grid plus the tiled window embedding; cached
-        per grid while no gradient is needed (it depends on the weights only)."""
+        per grid while no gradient is needed (it depends on the weights only). Not under
+        torch.compile, which cannot trace the cache's key (data pointers) and keeps the
+        embedding in its graph instead."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self._compute_pos_embed(h, w)
         key = (
             h,
             w,
@@ -238,8 +242,6 @@ class Hiera(nn.Module):
             self.pos_embed.data_ptr(),
             self.pos_embed_window.data_ptr(),
         )
-        if torch.is_grad_enabled():
-            return self._compute_pos_embed(h, w)
         if self._pos_cache is None or self._pos_cache[0] != key:
             self._pos_cache = [key, self._compute_pos_embed(h, w), None]
         if lowp_dtype(self.pos_embed.device) is None:
