@@ -393,6 +393,8 @@ def check_speed(run: Run, compile_modes: tuple[str, ...] = ("eager",)) -> dict[s
                 row = timed_propagation(run, model, source, objects, count, warmup)
                 rows.append({"mode": mode, "inputs": inputs, **row})
                 rows[-1]["compiled"] = compiled
+                if compiled:
+                    rows[-1].update(dynamo_counts())
                 print(f"[gpu_checks]   {mode}, {objects} objects: {row['fps']:.2f} FPS", flush=True)
                 _write_partial(run, rows)
             if mode == "eager" and not run.args.quick:
@@ -413,10 +415,26 @@ def _write_partial(run: Run, rows: list[dict[str, Any]]) -> None:
     (run.out / "gpu_checks_partial.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
+def dynamo_counts() -> dict[str, int]:
+    """Graphs dynamo has made (recompilations included) and graph breaks since the last
+    compile_model: each compiled component should be one graph, recompiled a few times while
+    shapes settle (tests/model/test_compile_graphs.py)."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "graphs": int(counters["stats"].get("unique_graphs", 0)),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+    }
+
+
 def compile_model(model: Any, mode: str, args: argparse.Namespace) -> list[str]:
     """Compile submodules in place (``nn.Module.compile``); returns their names."""
     if mode == "eager":
         return []
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # forget the previous mode's graphs
+    counters.clear()
     backend = "eager" if args.quick else args.compile_backend
     names = ["image_encoder"]
     if mode == "compile-all":
@@ -511,16 +529,17 @@ def markdown(summary: dict[str, Any]) -> str:
             "",
             f"## {name}",
             "",
-            "| mode | inputs | objects | FPS | ms/frame | p90 ms | warm-up s |",
+            "| mode | inputs | objects | FPS | ms/frame | p90 ms | warm-up s | graphs / breaks |",
         ]
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for r in runs:
             fps = "-" if r["fps"] is None else f"{r['fps']:.2f}"
             ms = "-" if r["ms_per_frame"] is None else f"{r['ms_per_frame']:.1f}"
             p90 = "-" if r["ms_per_frame_p90"] is None else f"{r['ms_per_frame_p90']:.1f}"
+            graphs = f"{r['graphs']} / {r['graph_breaks']}" if "graphs" in r else "-"
             lines.append(
                 f"| {r['mode']} | {r['inputs']} | {r['objects']} | {fps} | {ms} | {p90} "
-                f"| {r['warmup_s']} |"
+                f"| {r['warmup_s']} | {graphs} |"
             )
     if "bf16" in checks and "cases" in checks["bf16"]:
         lines += [

@@ -45,6 +45,8 @@ def test_dry_run_on_cpu_writes_the_summary(gpu_checks, tmp_path):
     modes = {(r["mode"], r["objects"]) for r in checks["speed"]["runs"] + checks["compile"]["runs"]}
     assert {("eager", 1), ("eager", 2), ("compile-encoder", 1)} <= modes
     assert all(r["fps"] > 0 for r in checks["speed"]["runs"])
+    (compiled,) = checks["compile"]["runs"]
+    assert compiled["graphs"] >= 1 and compiled["graph_breaks"] == 0  # the encoder, whole
     assert set(checks["memory"]["peak_mb_after_frames"]) >= {"2", "4"}
     assert checks["bf16"]["cases"]["small4"]["presence_agree"] >= 0.9
     md = (tmp_path / "gpu_checks.md").read_text()
