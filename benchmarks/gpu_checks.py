@@ -318,8 +318,11 @@ def preloaded_source(stack: np.ndarray, image_size: int, device: torch.device) -
             super().__init__(stack, image_size, contrast_limits=(0, 255), prefetch=0)
             self.inputs = [FrameSource.model_input(self, i).to(device) for i in range(len(self))]
 
-        def model_input(self, index: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return self.inputs[self._check_index(index)].to(dtype)
+        def model_input(
+            self, index: int, dtype: torch.dtype = torch.float32, device: Any = None
+        ) -> torch.Tensor:
+            x = self.inputs[self._check_index(index)].to(dtype)
+            return x if device is None else x.to(device)
 
     return Preloaded()
 

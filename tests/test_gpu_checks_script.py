@@ -78,6 +78,8 @@ def test_preloaded_inputs_are_those_of_the_frame_source(gpu_checks):
     plain = FrameSource(stack, 64, contrast_limits=(0, 255), prefetch=0)
     for i in range(3):
         assert torch.equal(pre.model_input(i), plain.model_input(i))
+        # the tracker names the device it prepares frames on (its own, on a GPU)
+        assert torch.equal(pre.model_input(i, device="cpu"), plain.model_input(i, device="cpu"))
 
 
 def test_unknown_check_names_are_refused(gpu_checks, tmp_path):

@@ -53,6 +53,25 @@ def test_grey_uint8_is_repeated_to_rgb_with_dtype_limits() -> None:
         torch.testing.assert_close(x[c], expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "shape, dtype, size",
+    [
+        ((2, 24, 24), np.uint16, 48),  # grey, enlarged
+        ((2, 40, 40, 2), np.float32, 16),  # two colours, shrunk
+        ((2, 300, 300), np.uint8, 32),  # huge: shrunk in strips on the CPU, then moved
+    ],
+)
+def test_frames_are_prepared_on_the_device_given(shape, dtype, size) -> None:
+    """model_input(device=...) runs every step on that device (on meta, a tensor left on the
+    CPU would raise) and, on the CPU, gives the default's values."""
+    frames = (np.random.default_rng(0).random(shape) * 200).astype(dtype)
+    src = FrameSource(frames, size, channels=(0, 1) if len(shape) == 4 else None, prefetch=0)
+    for t in range(2):
+        assert torch.equal(src.model_input(t, device="cpu"), src.model_input(t))
+        on_meta = src.model_input(t, device=torch.device("meta"))
+        assert on_meta.device.type == "meta" and on_meta.shape == (3, size, size)
+
+
 def test_contrast_limits_scale_and_clip() -> None:
     frames = np.array([[[0, 100], [200, 400]]], dtype=np.uint16)
     src = FrameSource(frames, 2, contrast_limits=(100, 300))
@@ -160,9 +179,9 @@ def test_prefetch_reads_the_next_frames_ahead_and_prepares_them_on_the_callers_t
     ]
     unit_channels = FrameSource._unit_channels
 
-    def recording(self, raw, dtype):
+    def recording(self, raw, dtype, device=None):
         prepared_on.add(threading.current_thread().name)
-        return unit_channels(self, raw, dtype)
+        return unit_channels(self, raw, dtype, device)
 
     monkeypatch.setattr(FrameSource, "_unit_channels", recording)
     src = FrameSource(Counting(data), 8, contrast_limits=(0, 1), prefetch=2)

@@ -365,9 +365,11 @@ class FrameSource:
         """Frame ``index`` as read from the stack: (H, W) or (H, W, C), original dtype."""
         return np.asarray(self.frames[self._check_index(index)])
 
-    def _unit_channels(self, raw: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    def _unit_channels(
+        self, raw: np.ndarray, dtype: torch.dtype, device: torch.device | None = None
+    ) -> torch.Tensor:
         """(H, W) or (H, W, C) raw pixels -> (c, H, W) in [0, 1] of ``dtype``, c = 1, 2 or 3
-        (the chosen channels, not yet made RGB)."""
+        (the chosen channels, not yet made RGB), scaled on ``device`` (default: the CPU)."""
         if raw.ndim == 3 and self.channels is not None:
             raw = raw[..., list(self.channels)]
         # Scale in the input's float type when it is float32 (the exact path of the contract),
@@ -377,6 +379,8 @@ class FrameSource:
         if not raw.flags.writeable:  # read-only memmaps: torch wants writable memory
             raw = raw.copy()
         x = torch.from_numpy(raw)
+        if device is not None:
+            x = x.to(device)
         lo, hi = self.contrast_limits
         x = scale_to_unit(x, lo, hi).to(dtype)
         return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
@@ -431,16 +435,20 @@ class FrameSource:
         raw = self.raw_frame(index)
         return np.array(raw) if isinstance(raw, np.memmap) and not self._is_huge(raw) else raw
 
-    def _prepare(self, raw: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    def _prepare(
+        self, raw: np.ndarray, dtype: torch.dtype, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Network input (3, S, S) of one raw frame (see `model_input`)."""
         s = self.image_size
         height, width = raw.shape[:2]
         if self._is_huge(raw):
-            # Huge frames (a 6000 x 6000 scan): scaled and shrunk strip by strip, see
-            # _shrink_in_strips, instead of several full-size float64 copies.
+            # Huge frames (a 6000 x 6000 scan): scaled and shrunk strip by strip on the CPU,
+            # see _shrink_in_strips, instead of several full-size float64 copies.
             x = self._shrink_in_strips(raw, dtype).clamp_(0.0, 1.0)
+            if device is not None:
+                x = x.to(device)
         else:
-            x = self._unit_channels(raw, dtype)
+            x = self._unit_channels(raw, dtype, device)
             if (height, width) != (s, s):
                 shrinking = height > s or width > s
                 x = self._resize(x, antialias=shrinking).clamp_(0.0, 1.0)
@@ -451,13 +459,18 @@ class FrameSource:
         elif x.shape[0] == 2:  # a two-colour overlay: red and green, blue empty
             x = torch.cat((x, torch.zeros_like(x[:1])))
         # Constants in the requested dtype (float64 runs must not see float32-rounded ones).
-        mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=dtype).view(3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=x.device).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=dtype, device=x.device).view(3, 1, 1)
         # In place after the subtraction: one S x S x 3 buffer instead of two (the worker
         # thread's peak), the same arithmetic.
         return (x - mean).div_(std).contiguous()
 
-    def model_input(self, index: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def model_input(
+        self,
+        index: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
         """Normalized network input (3, S, S) of frame ``index``.
 
         ``(x - lo) / (hi - lo)``, clip to [0, 1], RGB, bicubic resize to S x S (antialiased
@@ -465,6 +478,11 @@ class FrameSource:
         Huge frames take the same steps in strips of rows (see ``LARGE_FRAME_FACTOR``).
         Uses the frame read by the worker thread when there is one, and schedules the next
         frames in the direction the tracker is moving.
+
+        device: where the frame is scaled, resized and normalized (default: the CPU); it is
+        read on the CPU and moved there first, at its own size. The tracker passes its CUDA
+        device, so that a GPU run does not wait for the CPU to prepare every frame. Huge
+        frames are shrunk on the CPU.
         """
         index = self._check_index(index)
         with self._lock:
@@ -475,7 +493,8 @@ class FrameSource:
                 raw = future.result()
             except Exception:
                 raw = None  # read it again below so the error surfaces in the caller's thread
-        out = self._prepare(self.raw_frame(index) if raw is None else raw, dtype)
+        device = None if device is None else torch.device(device)
+        out = self._prepare(self.raw_frame(index) if raw is None else raw, dtype, device)
         if self._last_index is not None and abs(index - self._last_index) == 1:
             step = index - self._last_index
             self.prefetch(index + step * k for k in range(1, self._prefetch_depth + 1))

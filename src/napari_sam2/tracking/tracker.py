@@ -663,7 +663,9 @@ class Tracker:
         if cached is not None:
             return dataclasses.replace(cached, vision_pos=self._vision_pos)
         in_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        image = self.frames.model_input(frame, dtype=in_dtype).to(self.device)
+        # a GPU prepares the frame itself (faster than the CPU, which it would wait for)
+        prepare_on = self.device if self.device.type == "cuda" else None
+        image = self.frames.model_input(frame, dtype=in_dtype, device=prepare_on).to(self.device)
         if image.dtype != self.dtype and self._autocast_dtype is None:
             image = image.to(self.dtype)
         feats = self.model.encode_image(image[None])
