@@ -663,7 +663,7 @@ class Tracker:
         if cached is not None:
             return dataclasses.replace(cached, vision_pos=self._vision_pos)
         in_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        # a GPU prepares the frame itself (faster than the CPU, which it would wait for)
+        # a GPU prepares the frame itself instead of waiting for the CPU to (see model_input)
         prepare_on = self.device if self.device.type == "cuda" else None
         image = self.frames.model_input(frame, dtype=in_dtype, device=prepare_on).to(self.device)
         if image.dtype != self.dtype and self._autocast_dtype is None:
