@@ -23,11 +23,13 @@ without it.
 The tracker path also splits each frame's peak by step (image encoder, memory attention, mask
 decoder, memory encoder): the resident size when the step starts and how far its own peak rises
 above that, over the frames after the feature cache is full (frame 20 on). ``--threads`` sets
-torch's threads.
+torch's threads. ``--in-thread`` tracks on a worker thread, as the widget does (napari's
+``thread_worker``): glibc then serves the tracker from an arena of that thread's own.
 
     python benchmarks/bench_memory.py --frames 20 60 200 [--model sam2.1_hiera_tiny]
     python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim] [--dtype bfloat16]
     python benchmarks/bench_memory.py --path tracker --frames 24 64 --threads 1
+    python benchmarks/bench_memory.py --path tracker --frames 24 64 --dtype bfloat16 --in-thread
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -117,6 +120,7 @@ def tracker_child(
     trim: bool,
     dtype: str | None,
     threads: int | None,
+    in_thread: bool = False,
 ) -> None:
     """Run in the subprocess: track through the Python API, print per-frame peaks as JSON."""
     import resource
@@ -154,16 +158,37 @@ def tracker_child(
     for record in steps.values():
         record.clear()  # the prompt's steps are not a tracked frame's
     peaks, frame_peaks = [], []
+
+    def track() -> None:
+        if threads:  # torch's thread count is per calling thread
+            torch.set_num_threads(threads)
+        for _ in tracker.propagate():
+            if resettable:  # the peak of this frame alone, then start the next frame's afresh
+                frame_peaks.append(max(status_mb("VmHWM"), frame_peak[0]))
+                frame_peak[0] = 0.0
+                reset_peak()
+                peaks.append(max(frame_peaks[-1], peaks[-1] if peaks else 0.0))
+            else:
+                peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
     reset_peak()
     start = time.perf_counter()
-    for _ in tracker.propagate():
-        if resettable:  # the peak of this frame alone, then start the next frame's afresh
-            frame_peaks.append(max(status_mb("VmHWM"), frame_peak[0]))
-            frame_peak[0] = 0.0
-            reset_peak()
-            peaks.append(max(frame_peaks[-1], peaks[-1] if peaks else 0.0))
-        else:
-            peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if in_thread:
+        failure: list[BaseException] = []
+
+        def guarded() -> None:
+            try:
+                track()
+            except BaseException as exc:  # re-raised below, on the main thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=guarded)
+        worker.start()
+        worker.join()
+        if failure:
+            raise failure[0]
+    else:
+        track()
     seconds = time.perf_counter() - start
     out = {"peaks": peaks, "frame_peaks": frame_peaks, "seconds": seconds, "steps": steps}
     print(json.dumps({**out, "trim_seconds": trim_seconds[0]}))
@@ -212,6 +237,7 @@ def run_tracker(frames: list[int], args: argparse.Namespace, workdir: Path) -> l
     cmd += ["--no-trim"] if args.no_trim else []
     cmd += ["--dtype", args.dtype] if args.dtype else []
     cmd += ["--threads", str(args.threads)] if args.threads else []
+    cmd += ["--in-thread"] if args.in_thread else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     data = json.loads(out.strip().splitlines()[-1])
     n = len(data["peaks"])
@@ -267,6 +293,11 @@ def main() -> None:
         "AVX512-BF16 (default: float32, the Tracker's own default)",
     )
     parser.add_argument("--threads", type=int, help="tracker path: torch threads")
+    parser.add_argument(
+        "--in-thread",
+        action="store_true",
+        help="tracker path: track on a worker thread, as the widget does",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the tracker path's subprocess
     args = parser.parse_args()
     if args.child:
@@ -277,6 +308,7 @@ def main() -> None:
             not args.no_trim,
             args.dtype,
             args.threads,
+            args.in_thread,
         )
         return
     rows = []
