@@ -40,8 +40,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -173,20 +173,9 @@ def tracker_child(
 
     reset_peak()
     start = time.perf_counter()
-    if in_thread:
-        failure: list[BaseException] = []
-
-        def guarded() -> None:
-            try:
-                track()
-            except BaseException as exc:  # re-raised below, on the main thread
-                failure.append(exc)
-
-        worker = threading.Thread(target=guarded)
-        worker.start()
-        worker.join()
-        if failure:
-            raise failure[0]
+    if in_thread:  # result() re-raises the worker's exception here
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            worker.submit(track).result()
     else:
         track()
     seconds = time.perf_counter() - start
