@@ -14,7 +14,10 @@ as skipped, and the summary is rewritten after every check, so a run cut short s
    predictor; plus one run reading a uint8 stack through ``FrameSource`` (end to end).
 4. ``memory``: peak GPU memory (``torch.cuda.max_memory_allocated``) over 200 tracked frames of
    one object, read after 24, 64 and 200 frames (growth per frame).
-5. ``compile``: the speed runs again with ``torch.compile``: the image encoder alone, then the
+5. ``profile``: where an eager frame of one object spends its time: wall time against the time
+   the device is busy (kernels), and the operations that take most host and device time
+   (``profile.txt``), to tell launch- and sync-bound frames from arithmetic-bound ones.
+6. ``compile``: the speed runs again with ``torch.compile``: the image encoder alone, then the
    image encoder, memory attention, memory encoder and mask decoder.
 
 Writes ``gpu_checks.json`` and ``gpu_checks.md`` to ``--out``. Exits with status 2 and a message
@@ -55,7 +58,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = ROOT.parent / "shared"
-CHECKS = ("parity", "bf16", "speed", "memory", "compile")
+CHECKS = ("parity", "bf16", "speed", "memory", "profile", "compile")
 # published figures (facebookresearch/sam2 README, tiny on one A100, bfloat16), as the issue
 # quotes them
 OFFICIAL_A100_FPS = {"image encoder compiled, rest eager": 47, "fully compiled": 91}
@@ -385,36 +388,49 @@ def check_speed(run: Run, compile_modes: tuple[str, ...] = ("eager",)) -> dict[s
     rows: list[dict[str, Any]] = []
     errors = []
     for mode in compile_modes:
-        try:
-            model = speed_model(run)
-            compiled = compile_model(model, mode, run.args)
-            # --quick reads the stack: on a busy CPU, inputs prepared in the main thread made
-            # every step of the small network several times slower (not understood yet)
-            source = (
-                stack if run.args.quick else preloaded_source(stack, model.image_size, run.device)
-            )
-            inputs = "uint8 stack via FrameSource" if run.args.quick else "preloaded on device"
-            counts = (1, 16) if not run.args.quick else (1, 2) if mode == "eager" else (1,)
-            for objects in counts:
+        counts = (1, 16) if not run.args.quick else (1, 2) if mode == "eager" else (1,)
+        for objects in counts:
+            try:
+                # a compiled mode starts afresh for each object count: recompiling graphs made
+                # for one object with the batch dimension made dynamic took inductor minutes
+                model = speed_model(run)
+                compiled = compile_model(model, mode, run.args)
+                # --quick reads the stack: on a busy CPU, inputs prepared in the main thread
+                # made every step of the small network several times slower (not understood)
+                source = (
+                    stack
+                    if run.args.quick
+                    else preloaded_source(stack, model.image_size, run.device)
+                )
+                inputs = "uint8 stack via FrameSource" if run.args.quick else "preloaded on device"
                 row = timed_propagation(run, model, source, objects, count, warmup)
-                rows.append({"mode": mode, "inputs": inputs, **row})
-                rows[-1]["compiled"] = compiled
+                rows.append({"mode": mode, "inputs": inputs, **row, "compiled": compiled})
                 if compiled:
                     rows[-1].update(dynamo_counts())
                 print(f"[gpu_checks]   {mode}, {objects} objects: {row['fps']:.2f} FPS", flush=True)
                 _write_partial(run, rows)
-            if mode == "eager" and not run.args.quick:
-                row = timed_propagation(run, model, stack, 1, count, warmup)
-                rows.append({"mode": mode, "inputs": "uint8 stack via FrameSource", **row})
-                rows[-1]["compiled"] = compiled
-        except BudgetExceeded:
-            raise
-        except Exception as exc:  # one mode failing (a compile error) leaves the others
-            errors.append(f"{mode}: {type(exc).__name__}: {exc}")
-            traceback.print_exc()
+                if mode == "eager" and objects == 1 and not run.args.quick:
+                    row = timed_propagation(run, model, stack, 1, count, warmup)
+                    rows.append({"mode": mode, "inputs": "uint8 stack via FrameSource", **row})
+                    rows[-1]["compiled"] = compiled
+            except Exception as exc:  # one run failing (a compile error) leaves the others
+                if _ran_out(exc):  # keep the runs that finished
+                    reason = f"budget ran out in {mode}, {objects} objects"
+                    return {"status": "skipped", "reason": reason, "runs": rows}
+                errors.append(f"{mode}, {objects} objects: {type(exc).__name__}: {exc}")
+                traceback.print_exc()
     status = "error" if errors else "ok"
     reason = "; ".join(errors) if errors else f"{len(rows)} runs"
     return {"status": status, "reason": reason, "runs": rows}
+
+
+def _ran_out(exc: BaseException | None) -> bool:
+    """Whether the budget's alarm is behind ``exc`` (inductor wraps what a compile raises)."""
+    while exc is not None:
+        if isinstance(exc, BudgetExceeded):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _write_partial(run: Run, rows: list[dict[str, Any]]) -> None:
@@ -452,9 +468,63 @@ def compile_model(model: Any, mode: str, args: argparse.Namespace) -> list[str]:
     return names
 
 
+def check_profile(run: Run) -> dict[str, Any]:
+    from torch.profiler import ProfilerActivity, profile
+
+    from napari_sam2.tracking import Tracker
+
+    size, _, warmup = _sizes(run)
+    frames = 3 if run.args.quick else 10
+    stack = moving_disc_stack(warmup + frames + 1, size)
+    model = speed_model(run)
+    dtype = None if run.args.dtype == "float32" else getattr(torch, run.args.dtype)
+    source = stack if run.args.quick else preloaded_source(stack, model.image_size, run.device)
+    tracker = Tracker(model, source, contrast_limits=None, dtype=dtype)
+    tracker.add_points(0, 1, object_prompts(1, tracker.height, tracker.width), [1])
+    steps = tracker.propagate(max_frames=warmup + frames + 1)
+    for _ in range(warmup + 1):  # the prompted frame, then the warm-up
+        next(steps)
+    activities = [ProfilerActivity.CPU]
+    if run.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    _sync(run.device)
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            next(steps)
+        _sync(run.device)
+        wall = time.perf_counter() - t0
+    tracker.close()
+    table = prof.key_averages()
+
+    def device_us(event: Any) -> float:
+        return float(getattr(event, "self_device_time_total", 0) or 0)
+
+    busy_ms = sum(device_us(e) for e in table) / 1000 / frames
+    text = [
+        f"{frames} frames, wall {1000 * wall / frames:.1f} ms per frame (under the profiler), "
+        f"device busy {busy_ms:.1f} ms per frame",
+        "",
+        "By host time (self):",
+        table.table(sort_by="self_cpu_time_total", row_limit=25),
+    ]
+    if run.device.type == "cuda":
+        text += [
+            "By device time (self):",
+            table.table(sort_by="self_device_time_total", row_limit=25),
+        ]
+    (run.out / "profile.txt").write_text("\n".join(text) + "\n")
+    return {
+        "status": "ok",
+        "reason": f"wall {1000 * wall / frames:.1f} ms, device busy {busy_ms:.1f} ms per frame",
+        "wall_ms_per_frame": round(1000 * wall / frames, 2),
+        "device_busy_ms_per_frame": round(busy_ms, 2),
+    }
+
+
 def check_compile(run: Run) -> dict[str, Any]:
     # --quick: tracing the whole network with dynamo alone takes minutes on a CPU
-    modes = ("compile-encoder",) if run.args.quick else ("compile-encoder", "compile-all")
+    modes = ("compile-encoder",) if run.args.quick else run.args.compile_modes
     return check_speed(run, modes)
 
 
@@ -596,10 +666,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="autocast of speed and memory (default: bfloat16 on CUDA, float32 on a CPU)",
     )
     parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument(
+        "--compile-modes",
+        default="compile-encoder,compile-all",
+        help="compiled runs of the compile check (compile-encoder, compile-all)",
+    )
     args = parser.parse_args(argv)
     if args.dtype is None:
         args.dtype = "float32" if torch.device(args.device).type == "cpu" else "bfloat16"
     args.checks = tuple(c.strip() for c in args.checks.split(",") if c.strip())
+    args.compile_modes = tuple(m.strip() for m in args.compile_modes.split(",") if m.strip())
+    if set(args.compile_modes) - {"compile-encoder", "compile-all"}:
+        parser.error(f"unknown compile modes {args.compile_modes}")
     unknown = set(args.checks) - set(CHECKS)
     if unknown:
         parser.error(f"unknown checks {sorted(unknown)}; choose from {CHECKS}")
@@ -620,13 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = Run(args)
     # rough costs on a current GPU, so that a check that cannot finish is not started
-    need = {"parity": 30, "bf16": 40, "speed": 30, "memory": 20, "compile": 120}
+    need = {"parity": 30, "bf16": 40, "speed": 30, "memory": 20, "profile": 15, "compile": 120}
     if args.quick:
         need = dict.fromkeys(need, 1)
     run.check("parity", check_parity, need["parity"])
     run.check("bf16", check_bf16, need["bf16"])
     run.check("speed", check_speed, need["speed"])
     run.check("memory", check_memory, need["memory"])
+    run.check("profile", check_profile, need["profile"])
     run.check("compile", check_compile, need["compile"])
     run.write()
     statuses = {k: v["status"] for k, v in run.summary["checks"].items()}

@@ -33,14 +33,14 @@ def test_dry_run_on_cpu_writes_the_summary(gpu_checks, tmp_path):
             "cpu",
             "--quick",
             "--checks",
-            "bf16,speed,memory,compile",
+            "bf16,speed,memory,profile,compile",
         ]
     )
     summary = json.loads((tmp_path / "gpu_checks.json").read_text())
     checks = summary["checks"]
     assert code == 0, {k: (v["status"], v.get("reason")) for k, v in checks.items()}
     assert checks["parity"]["status"] == "skipped"
-    for name in ("bf16", "speed", "memory", "compile"):
+    for name in ("bf16", "speed", "memory", "profile", "compile"):
         assert checks[name]["status"] == "ok", (name, checks[name])
     modes = {(r["mode"], r["objects"]) for r in checks["speed"]["runs"] + checks["compile"]["runs"]}
     assert {("eager", 1), ("eager", 2), ("compile-encoder", 1)} <= modes
@@ -49,6 +49,8 @@ def test_dry_run_on_cpu_writes_the_summary(gpu_checks, tmp_path):
     assert compiled["graphs"] >= 1 and compiled["graph_breaks"] == 0  # the encoder, whole
     assert set(checks["memory"]["peak_mb_after_frames"]) >= {"2", "4"}
     assert checks["bf16"]["cases"]["small4"]["presence_agree"] >= 0.9
+    assert checks["profile"]["wall_ms_per_frame"] > 0
+    assert "aten::" in (tmp_path / "profile.txt").read_text()  # the operations' table
     md = (tmp_path / "gpu_checks.md").read_text()
     assert "| speed | ok |" in md and "91 FPS" in md
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cuda_testing import ieee_float32
 from napari_sam2.model import build_sam2
 from napari_sam2.tracking import FrameResult, Tracker
 
@@ -103,9 +104,10 @@ CUDA = pytest.param(
 @pytest.fixture(scope="module", params=["float32", "float64", CUDA])
 def scenario_run(request, mini_dir, mini_config):
     device, _, precision = request.param.rpartition("-")
-    runs, scenario = _run_scenario(
-        mini_dir, mini_config, getattr(torch, precision), device or "cpu"
-    )
+    with ieee_float32():
+        runs, scenario = _run_scenario(
+            mini_dir, mini_config, getattr(torch, precision), device or "cpu"
+        )
     return precision, runs, scenario
 
 

@@ -730,6 +730,15 @@ class Tracker:
         )
 
     def _compute(self) -> contextlib.ExitStack:
+        moved_to = next(self.model.parameters()).device
+        if moved_to != self.device:
+            # one model shared by trackers on different devices: torch's own error would be a
+            # tensor-type mismatch deep inside a convolution
+            raise RuntimeError(
+                f"this Tracker runs on {self.device}, but its model has since been moved to "
+                f"{moved_to} (another Tracker made with device={str(moved_to)!r}?). Give each "
+                "device its own model (build_sam2 twice, or copy.deepcopy(model))."
+            )
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         if self._autocast_dtype is not None:
