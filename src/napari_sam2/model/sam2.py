@@ -3,6 +3,7 @@ operations the tracker composes (docs/architecture.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,44 @@ class ImageFeatures:
     high_res: tuple[torch.Tensor, torch.Tensor]  # conv_s0(p0) (B, C/8, 4G, 4G), conv_s1(p1)
 
 
+class DecoderDecision(Mapping[str, Any]):
+    """What a decoder call chose (tokens, IoU predictions, object scores), for debugging and
+    the parity tests: values held as tensors are read into lists only when looked up, since on
+    a GPU each read waits for the device, and tracking itself reads none of them."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._values[key]
+        if isinstance(value, torch.Tensor):
+            value = self._values[key] = value.tolist()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"DecoderDecision({dict(self)!r})"
+
+    def row(self, index: int) -> DecoderDecision:
+        """Row ``index`` of a batched call's decision, as a call of batch 1 records it."""
+        values = {}
+        for key, value in self._values.items():
+            if isinstance(value, torch.Tensor):
+                value = value[index : index + 1]
+            elif isinstance(value, list):
+                value = value[index : index + 1]
+            values[key] = value
+        return DecoderDecision(values)
+
+    def with_values(self, **values: Any) -> DecoderDecision:
+        return DecoderDecision({**self._values, **values})
+
+
 @dataclass
 class HeadOutput:
     """The chosen output of one decoder call (or of a mask used as output)."""
@@ -41,7 +80,7 @@ class HeadOutput:
     ious: torch.Tensor  # (B, 1)
     obj_ptr: torch.Tensor  # (B, C)
     object_score_logits: torch.Tensor  # (B, 1)
-    decision: dict[str, Any] = field(default_factory=dict)
+    decision: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ImageEncoder(nn.Module):
@@ -202,14 +241,16 @@ class SAM2Model(nn.Module):
         low_res = torch.where(present[:, :, None, None], low_res, NO_OBJ_SCORE)
         obj_ptr = self.obj_ptr_proj(token)
         obj_ptr = torch.where(present, obj_ptr, self.no_obj_ptr.to(obj_ptr.dtype))
-        decision = {
-            "multimask": bool(multimask),
-            "selected_token": chosen.tolist(),
-            "pointer_token": ptr_token.tolist(),
-            "iou_all": out.ious.detach().tolist(),
-            "num_sparse_tokens": int(sparse.shape[1]),
-            "object_score_logit": score[:, 0].detach().tolist(),
-        }
+        decision = DecoderDecision(
+            {
+                "multimask": bool(multimask),
+                "selected_token": chosen,
+                "pointer_token": ptr_token,
+                "iou_all": out.ious.detach(),
+                "num_sparse_tokens": int(sparse.shape[1]),
+                "object_score_logit": score[:, 0].detach(),
+            }
+        )
         return HeadOutput(
             low_res=low_res,
             high_res=self.upsample_logits(low_res),
@@ -248,7 +289,7 @@ class SAM2Model(nn.Module):
         )
         obj_ptr = torch.where(present, head.obj_ptr, self.no_obj_ptr.to(head.obj_ptr.dtype))
         score = torch.where(present, 10.0, -10.0).to(self.dtype)
-        decision = dict(head.decision, mask_as_output=True)
+        decision = head.decision.with_values(mask_as_output=True)
         return HeadOutput(
             low_res=low,
             high_res=high,

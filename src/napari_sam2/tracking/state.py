@@ -27,6 +27,7 @@ kept output on that frame as placeholders.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ class StoredOutput:
     obj_ptr: torch.Tensor
     score: torch.Tensor
     memory: torch.Tensor | None = None
-    decision: dict[str, Any] | None = None
+    decision: Mapping[str, Any] | None = None
 
     @property
     def present(self) -> bool:

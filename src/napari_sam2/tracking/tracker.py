@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -632,7 +632,7 @@ class Tracker:
                 low_res=head.low_res[i : i + 1].clone(),
                 obj_ptr=head.obj_ptr[i : i + 1].clone(),
                 object_score_logits=head.object_score_logits[i : i + 1].clone(),
-                decision=_decision_row(head.decision, i),
+                decision=head.decision.row(i),
             )
             rows.append(self._stored(row, memory[i : i + 1].clone()))
         return rows
@@ -686,7 +686,7 @@ class Tracker:
         mask_logits = np.full((n, self.height, self.width), PLACEHOLDER_LOGIT, dtype=np.float32)
         scores = np.full(n, PLACEHOLDER_LOGIT, dtype=np.float32)
         has = np.zeros(n, dtype=bool)
-        rows = []
+        rows, score_rows = [], []
         for i, oid in enumerate(ids):
             out = outputs.get(oid)
             if out is None and oid in self._objects:
@@ -694,7 +694,7 @@ class Tracker:
             if out is None:
                 continue  # placeholder: exactly -1024 (a resize would round it)
             rows.append(out.low_res.to(self.dtype))
-            scores[i] = float(out.score.reshape(-1)[0])
+            score_rows.append(out.score.reshape(1).to(self.dtype))
             has[i] = True
         if rows:
             logits = torch.cat(rows)  # (n_out, 1, S/4, S/4), on the device
@@ -703,7 +703,10 @@ class Tracker:
                 logits = F.interpolate(
                     logits, size=(self.height, self.width), mode="bilinear", align_corners=False
                 )
+            # read from the device once per frame, after all of its work is queued: on a GPU
+            # every read waits for the device
             mask_logits[has] = logits[:, 0].to(device="cpu", dtype=torch.float32).numpy()
+            scores[has] = torch.cat(score_rows).to(device="cpu", dtype=torch.float32).numpy()
         return FrameResult(frame, ids, mask_logits, scores, has)
 
     def _trace(
@@ -712,7 +715,7 @@ class Tracker:
         object_id: int,
         frame: int,
         plan: MemoryPlan | None,
-        decision: dict[str, Any] | None,
+        decision: Mapping[str, Any] | None,
         mask_prompt: bool,
     ) -> None:
         if self.debug_trace is None:
@@ -724,7 +727,7 @@ class Tracker:
                 "frame": frame,
                 "spatial": None if plan is None else [(t, r) for t, r, _ in plan.spatial],
                 "pointers": None if plan is None else [(t, d) for t, d, _ in plan.pointers],
-                "decision": decision,
+                "decision": None if decision is None else dict(decision),
                 "mask_prompt": mask_prompt,
             }
         )
@@ -779,11 +782,3 @@ class Tracker:
                 )
             obj = self._objects[object_id] = ObjectState(object_id)
         return obj
-
-
-def _decision_row(decision: dict[str, Any], row: int) -> dict[str, Any]:
-    """The decoder decisions of one row of a batched call, as a call of batch 1 records them."""
-    out = {}
-    for key, value in decision.items():
-        out[key] = [value[row]] if isinstance(value, list) else value
-    return out
