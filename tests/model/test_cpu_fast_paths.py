@@ -82,3 +82,19 @@ def test_small_chunks_compute_the_same_function(small_config, monkeypatch):
     ]:
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     torch.testing.assert_close(attended, attended_chunked, rtol=0, atol=1e-12)
+
+
+def test_row_chunks_only_on_the_cpu():
+    """Chunks serve glibc's heap; on another device (a GPU; meta here) they would only
+    multiply kernel launches and compiled graphs, so fn runs once on the whole input."""
+    calls = []
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        calls.append(t.shape[0])
+        return t * 2
+
+    cpu = common.apply_in_row_chunks(fn, torch.ones(10, 3), rows=4)
+    assert calls == [4, 4, 2] and torch.equal(cpu, torch.full((10, 3), 2.0))
+    calls.clear()
+    other = common.apply_in_row_chunks(fn, torch.ones(10, 3, device="meta"), rows=4)
+    assert calls == [10] and other.shape == (10, 3) and other.device.type == "meta"
