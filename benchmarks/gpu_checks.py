@@ -406,7 +406,7 @@ def check_speed(run: Run, compile_modes: tuple[str, ...] = ("eager",)) -> dict[s
                 row = timed_propagation(run, model, source, objects, count, warmup)
                 rows.append({"mode": mode, "inputs": inputs, **row, "compiled": compiled})
                 if compiled:
-                    rows[-1].update(dynamo_counts())
+                    rows[-1].update(dynamo_counts(), inductor_mode=run.args.inductor_mode)
                 print(f"[gpu_checks]   {mode}, {objects} objects: {row['fps']:.2f} FPS", flush=True)
                 _write_partial(run, rows)
                 if mode == "eager" and objects == 1 and not run.args.quick:
@@ -464,7 +464,10 @@ def compile_model(model: Any, mode: str, args: argparse.Namespace) -> list[str]:
     for name in names:
         # the encoder sees one shape; the others see memories that grow for the first frames
         dynamic = False if name == "image_encoder" else None
-        getattr(model, name).compile(backend=backend, dynamic=dynamic)
+        options = (
+            {} if args.inductor_mode == "default" or args.quick else {"mode": args.inductor_mode}
+        )
+        getattr(model, name).compile(backend=backend, dynamic=dynamic, **options)
     return names
 
 
@@ -629,8 +632,11 @@ def markdown(summary: dict[str, Any]) -> str:
             ms = "-" if r["ms_per_frame"] is None else f"{r['ms_per_frame']:.1f}"
             p90 = "-" if r["ms_per_frame_p90"] is None else f"{r['ms_per_frame_p90']:.1f}"
             graphs = f"{r['graphs']} / {r['graph_breaks']}" if "graphs" in r else "-"
+            label = r["mode"]
+            if r.get("inductor_mode", "default") != "default":
+                label += f" ({r['inductor_mode']})"
             lines.append(
-                f"| {r['mode']} | {r['inputs']} | {r['objects']} | {fps} | {ms} | {p90} "
+                f"| {label} | {r['inputs']} | {r['objects']} | {fps} | {ms} | {p90} "
                 f"| {r['warmup_s']} | {graphs} |"
             )
     if "bf16" in checks and "cases" in checks["bf16"]:
@@ -688,6 +694,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="autocast of speed and memory (default: bfloat16 on CUDA, float32 on a CPU)",
     )
     parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument(
+        "--inductor-mode",
+        default="default",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        help="torch.compile mode of the compiled runs (reduce-overhead: CUDA graphs)",
+    )
     parser.add_argument(
         "--compile-modes",
         default="compile-encoder,compile-all",
