@@ -43,7 +43,7 @@ def test_a_tracked_frame_reads_the_device_only_for_its_results(small_model, obje
     tracker.close()
 
 
-def test_the_decoder_decisions_are_read_when_looked_at(small_model):
+def test_the_trace_and_stored_outputs_keep_the_decoder_decisions(small_model):
     tracker = Tracker(small_model, moving_blob_stack(3))
     tracker.debug_trace = []
     tracker.add_points(0, 1, [(20.0, 20.0)], [1])

@@ -703,8 +703,8 @@ class Tracker:
                 logits = F.interpolate(
                     logits, size=(self.height, self.width), mode="bilinear", align_corners=False
                 )
-            # read from the device once per frame, after all of its work is queued: on a GPU
-            # every read waits for the device
+            # the frame's only reads from the device, after all of its work is queued: on a
+            # GPU every read waits for the device
             mask_logits[has] = logits[:, 0].to(device="cpu", dtype=torch.float32).numpy()
             scores[has] = torch.cat(score_rows).to(device="cpu", dtype=torch.float32).numpy()
         return FrameResult(frame, ids, mask_logits, scores, has)
