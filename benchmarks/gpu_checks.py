@@ -474,7 +474,7 @@ def compile_model(model: Any, mode: str, args: argparse.Namespace) -> list[str]:
 def check_profile(run: Run) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    from napari_sam2.tracking import Tracker
+    from napari_sam2.tracking import Tracker, memory_trim
 
     size, _, warmup = _sizes(run)
     frames = 3 if run.args.quick else 10
@@ -485,8 +485,6 @@ def check_profile(run: Run) -> dict[str, Any]:
     tracker = Tracker(model, source, contrast_limits=None, dtype=dtype)
     tracker.add_points(0, 1, object_prompts(1, tracker.height, tracker.width), [1])
     # the per-frame heap trim is host work the profiler's operator table does not show
-    from napari_sam2.tracking import memory_trim
-
     trim, trim_s = memory_trim.release_freed_memory, []
 
     def timed_trim() -> None:
