@@ -58,14 +58,12 @@ class DecoderDecision(Mapping[str, Any]):
 
     def row(self, index: int) -> DecoderDecision:
         """Row ``index`` of a batched call's decision, as a call of batch 1 records it."""
-        values = {}
-        for key, value in self._values.items():
-            if isinstance(value, torch.Tensor):
-                value = value[index : index + 1]
-            elif isinstance(value, list):
-                value = value[index : index + 1]
-            values[key] = value
-        return DecoderDecision(values)
+        return DecoderDecision(
+            {
+                key: value[index : index + 1] if isinstance(value, (torch.Tensor, list)) else value
+                for key, value in self._values.items()
+            }
+        )
 
     def with_values(self, **values: Any) -> DecoderDecision:
         return DecoderDecision({**self._values, **values})

@@ -694,7 +694,7 @@ class Tracker:
             if out is None:
                 continue  # placeholder: exactly -1024 (a resize would round it)
             rows.append(out.low_res.to(self.dtype))
-            score_rows.append(out.score.reshape(1).to(self.dtype))
+            score_rows.append(out.score.reshape(1))
             has[i] = True
         if rows:
             logits = torch.cat(rows)  # (n_out, 1, S/4, S/4), on the device
