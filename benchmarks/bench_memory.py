@@ -16,7 +16,11 @@ peak is reset after each frame (``/proc/self/clear_refs``) so that each frame's 
 known too: the median of those over the 8 frames before each N tells a trend from the scatter
 of single frames, and so does the largest peak of those 8 frames (the cumulative peak
 is the largest over all frames so far: over more frames it picks a larger extreme of the same
-scatter). ``--no-trim`` turns off
+scatter). After each frame the resident size is read too (after the tracker's trim: what the
+frame leaves behind, without its temporaries); its growth tells a tracker that keeps more and
+more from one that keeps the same and only peaks differently. ``--repeats N`` runs N
+independent processes and reports every run's growth and their median, since a single run's
+growth is the difference of two maxima over noisy frame peaks. ``--no-trim`` turns off
 the per-frame ``malloc_trim`` of the tracker (napari_sam2.tracking.memory_trim) to measure
 without it.
 
@@ -28,6 +32,7 @@ torch's threads. ``--in-thread`` tracks on a worker thread, as the widget does (
 
     python benchmarks/bench_memory.py --frames 20 60 200 [--model sam2.1_hiera_tiny]
     python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim] [--dtype bfloat16]
+    python benchmarks/bench_memory.py --path tracker --frames 24 64 --dtype bfloat16 --repeats 5
     python benchmarks/bench_memory.py --path tracker --frames 24 64 --threads 1
     python benchmarks/bench_memory.py --path tracker --frames 24 64 --dtype bfloat16 --in-thread
 """
@@ -157,13 +162,14 @@ def tracker_child(
         tracker.add_box(0, 2, [350, 270, 410, 330])
     for record in steps.values():
         record.clear()  # the prompt's steps are not a tracked frame's
-    peaks, frame_peaks = [], []
+    peaks, frame_peaks, levels = [], [], []
 
     def track() -> None:
         if threads:  # torch's thread count is per calling thread
             torch.set_num_threads(threads)
         for _ in tracker.propagate():
             if resettable:  # the peak of this frame alone, then start the next frame's afresh
+                levels.append(status_mb("VmRSS"))  # what stays between frames (after the trim)
                 frame_peaks.append(max(status_mb("VmHWM"), frame_peak[0]))
                 frame_peak[0] = 0.0
                 reset_peak()
@@ -179,7 +185,8 @@ def tracker_child(
     else:
         track()
     seconds = time.perf_counter() - start
-    out = {"peaks": peaks, "frame_peaks": frame_peaks, "seconds": seconds, "steps": steps}
+    out = {"peaks": peaks, "frame_peaks": frame_peaks, "levels": levels, "seconds": seconds}
+    out["steps"] = steps
     print(json.dumps({**out, "trim_seconds": trim_seconds[0]}))
 
 
@@ -247,6 +254,8 @@ def run_tracker(frames: list[int], args: argparse.Namespace, workdir: Path) -> l
         if window:
             row["median_frame_peak_mb"] = float(np.median(window))
             row["window_peak_mb"] = float(max(window))
+        if data["levels"]:
+            row["level_mb"] = data["levels"][row["frames"] - 1]
     return rows
 
 
@@ -287,6 +296,13 @@ def main() -> None:
         action="store_true",
         help="tracker path: track on a worker thread, as the widget does",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="tracker path: independent runs (fresh processes), each reported, then all growths "
+        "with their median: a run's growth is a difference of maxima over noisy frame peaks",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the tracker path's subprocess
     args = parser.parse_args()
     if args.child:
@@ -300,6 +316,27 @@ def main() -> None:
             args.in_thread,
         )
         return
+    if args.repeats > 1 and args.path != "tracker":
+        parser.error("--repeats is for --path tracker")
+    growths: list[list[float]] = []
+    for repeat in range(args.repeats):
+        if args.repeats > 1:
+            print(f"\n## run {repeat + 1} of {args.repeats}", flush=True)
+        growths.append(report_growth(measure(args)))
+    if args.repeats > 1:
+        sizes = args.frames
+        print(f"\n## {args.repeats} runs")
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+            values = [g[i] for g in growths]
+            within = sum(v <= 0.3 for v in values)
+            print(
+                f"growth {a} -> {b} frames: {', '.join(f'{v:.3f}' for v in values)} MB/frame; "
+                f"median {np.median(values):.3f}; {within} of {len(values)} within 0.3"
+            )
+
+
+def measure(args: argparse.Namespace) -> list[dict]:
+    """One run of each size (CLI) or one run over the largest (tracker path)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.path == "tracker":
@@ -309,6 +346,8 @@ def main() -> None:
                 first = max(1, r["frames"] - 7)
                 extra = "" if median is None else f"  (median frame peak, frames {first}-"
                 extra += "" if median is None else f"{r['frames']}: {median:.1f} MB)"
+                if "level_mb" in r:
+                    extra += f"; resident after the frame {r['level_mb']:.1f} MB"
                 print(f"{r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:8.1f} MB{extra}")
         for n in args.frames if args.path == "cli" else []:
             rows.append(run(n, args.model, args.objects, Path(tmp)))
@@ -318,21 +357,31 @@ def main() -> None:
                 f"{r['seconds']:7.1f} s ({r['seconds'] / r['frames']:.2f} s/frame)",
                 flush=True,
             )
+    return rows
+
+
+def report_growth(rows: list[dict]) -> list[float]:
+    """Print the growth of the peak between consecutive sizes; returns it (MB per frame)."""
+    growths = []
     for a, b in zip(rows, rows[1:], strict=False):
-        growth = (b["peak_rss_mb"] - a["peak_rss_mb"]) / (b["frames"] - a["frames"])
+        frames = b["frames"] - a["frames"]
+        growth = (b["peak_rss_mb"] - a["peak_rss_mb"]) / frames
+        growths.append(growth)
         print(
             f"growth {a['frames']} -> {b['frames']} frames: {growth:.3f} MB/frame "
             f"({'ok' if growth <= 0.3 else 'ABOVE'} the 0.3 MB/frame bound)"
         )
         if "median_frame_peak_mb" in a and "median_frame_peak_mb" in b:
-            level = (b["median_frame_peak_mb"] - a["median_frame_peak_mb"]) / (
-                b["frames"] - a["frames"]
-            )
+            level = (b["median_frame_peak_mb"] - a["median_frame_peak_mb"]) / frames
             print(f"  median per-frame peak: {level:+.3f} MB/frame")
             # the largest of the same number of frames at both sizes: a frame's scatter
             # without the bias of taking the maximum over more frames at the larger size
-            top = (b["window_peak_mb"] - a["window_peak_mb"]) / (b["frames"] - a["frames"])
+            top = (b["window_peak_mb"] - a["window_peak_mb"]) / frames
             print(f"  largest per-frame peak of the 8 frames before each size: {top:+.3f} MB/frame")
+        if "level_mb" in a and "level_mb" in b:
+            kept = (b["level_mb"] - a["level_mb"]) / frames
+            print(f"  resident size between frames (what a frame leaves): {kept:+.3f} MB/frame")
+    return growths
 
 
 if __name__ == "__main__":
