@@ -34,6 +34,33 @@ def test_raw_value_path_matches_projected_values(monkeypatch, num_pointer_tokens
     torch.testing.assert_close(blocked, reference.detach(), rtol=0, atol=1e-12)
 
 
+def test_float_keys_are_written_into_one_scratch_per_call(monkeypatch):
+    """Without autocast the raw-value path writes every object's rotated keys into one scratch
+    per call (not a fresh key matrix per layer and object: 28 MB in float32 at 1024 px),
+    bitwise the keys `_project_and_rotate` makes."""
+    torch.manual_seed(0)
+    side, dim, mem_dim, frames, pointers = 4, 32, 8, 3, 4
+    attn = RoPEAttention(dim, mem_dim, 10000.0)
+    rope = axial_rope_tables(dim, side, 10000.0, dtype=torch.float32, device="cpu")
+    q = torch.randn(1, side * side, dim)
+    k = torch.randn(3, frames * side * side + pointers, mem_dim)
+    v = torch.randn(3, frames * side * side + pointers, mem_dim)
+    made = RoPEAttention._rotated_keys
+    written = []
+
+    def recording(self, k_b, rope_, n_rope, out):
+        keys = made(self, k_b, rope_, n_rope, out)
+        expected, _ = self._project_and_rotate(self.k_proj, k_b[None].clone(), rope_, n_rope)
+        assert torch.equal(keys, expected[0])
+        written.append(keys.data_ptr())
+        return keys
+
+    monkeypatch.setattr(RoPEAttention, "_rotated_keys", recording)
+    with torch.inference_mode():
+        attn(q, k, v, rope, pointers)
+    assert len(written) == 3 and len(set(written)) == 1
+
+
 def test_gradients_flow_through_chunked_layers(small_config):
     """Training-style use: chunked Hiera blocks and memory attention keep autograd working."""
     torch.manual_seed(0)

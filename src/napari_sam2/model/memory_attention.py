@@ -163,8 +163,13 @@ class RoPEAttention(nn.Module):
         q = q * q.shape[-1] ** -0.5
         shared_q = q.shape[0] == 1  # one query set for all memories (see `forward`)
         out = v.new_empty(k.shape[0], n, v.shape[-1])
+        key_scratch = None
+        if lowp is None and not torch.is_autocast_enabled("cpu"):
+            key_scratch = k.new_empty((m, self.k_proj.out_features))  # shared by the objects
         for b in range(k.shape[0]):
-            if lowp is None:
+            if key_scratch is not None:
+                k_t = self._rotated_keys(k[b], rope, n_rope, key_scratch).t()  # mm reads (C, m)
+            elif lowp is None:
                 keys, _ = self._project_and_rotate(self.k_proj, k[b : b + 1], rope, n_rope)
                 k_t = keys[0].t()  # (C, m), a view: mm reads it transposed
             else:
@@ -178,6 +183,24 @@ class RoPEAttention(nn.Module):
                 torch.softmax(block, dim=-1, out=block)
                 torch.mm(block[:, :m], v[b], out=out[b, start:stop])
         return self.v_proj(out) if lowp is None else linear(self.v_proj, out)
+
+    def _rotated_keys(
+        self,
+        k: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        n_rope: int,
+        out: torch.Tensor,
+    ) -> torch.Tensor:
+        """The projected keys of one memory, k (m, kv_in_dim), written into out (m, C) in halves
+        order, their first n_rope tokens rotated frame by frame: bitwise what
+        `_project_and_rotate` makes, without a fresh key matrix per layer and object (28 MB in
+        float32 at 1024 px) or a copy of every frame's first halves at once."""
+        order = self.halves_order
+        torch.addmm(self.k_proj.bias[order], k, self.k_proj.weight[order].t(), out=out)
+        cos, sin = rope
+        for start in range(0, n_rope, cos.shape[0]):
+            rotate_halves(out[start : start + cos.shape[0]], cos, sin)  # in place
+        return out
 
     def _rotated_keys_t_lowp(
         self,
@@ -337,7 +360,7 @@ class MemoryAttentionLayer(nn.Module):
         else:
 
             def ffn_fn(t: torch.Tensor) -> torch.Tensor:
-                return self.linear2(F.relu(self.linear1(self.norm3(t))))
+                return self.linear2(F.relu(self.linear1(self.norm3(t)), inplace=True))
 
         ffn = apply_in_row_chunks(ffn_fn, tokens, max(1, CHUNK_BYTES // hidden_bytes))
         return x + ffn.view_as(x)
