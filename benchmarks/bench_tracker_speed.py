@@ -5,9 +5,17 @@ one object prompted by a click on frame 0, then one forward propagation over all
 
     python benchmarks/bench_tracker_speed.py [--frames 20] [--threads 2]
     python benchmarks/bench_tracker_speed.py --device cuda --autocast bfloat16 --size 1024
+    python benchmarks/bench_tracker_speed.py --size 1024 --frames 24 --compare bfloat16
 
 The timings of the model steps are taken by wrapping the model's methods; "rest" is the
 propagation time not spent in them (memory-bank assembly, result resizing, bookkeeping).
+
+``--compare DTYPE`` tracks the same frames twice in one process, in float32 and under DTYPE
+autocast (two models with the same random weights), alternating frame by frame, and prints
+both times per tracked frame and their ratio: a machine whose speed drifts (shared cores)
+slows both alike, which separate runs cannot promise. ``--profile-frames K`` then runs its
+last K frames of each precision under torch.profiler and splits their time by kind of
+operation (the categories of bench_profile.py), to show which work each precision speeds up.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import argparse
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_profile import categorize
 
 from napari_sam2.model import SAM2Config, build_sam2
 from napari_sam2.tracking import Tracker
@@ -80,10 +90,25 @@ def main() -> None:
         choices=["bfloat16", "float16"],
         help="autocast dtype on a GPU (default: float32 throughout)",
     )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        choices=["bfloat16", "float16"],
+        help="alternate float32 and this autocast dtype frame by frame in one process",
+    )
+    parser.add_argument(
+        "--profile-frames",
+        type=int,
+        default=0,
+        help="with --compare: profile the last K frames of each precision by kind of operation",
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    if args.compare:
+        compare(args)
+        return
     model = build_sam2(SAM2Config.from_name(args.model), device=args.device).eval()
     frames = synthetic_frames(args.frames, args.size)
     tracker = Tracker(model, frames, dtype=args.autocast)
@@ -139,6 +164,73 @@ def main() -> None:
     steady = per_frame[8:]
     if steady:
         print(f"\nsteady state (frames 8+, full memory bank): {np.mean(steady):.3f} s / frame")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """float32 against args.compare autocast, frames alternating between the two trackers."""
+    frames = synthetic_frames(args.frames, args.size)
+    dtypes = {"float32": None, args.compare: args.compare}
+    runs = {}
+    for name, dtype in dtypes.items():
+        torch.manual_seed(0)  # the same random weights for both
+        model = build_sam2(SAM2Config.from_name(args.model), device=args.device).eval()
+        tracker = Tracker(model, frames, dtype=dtype)
+        c = args.size / 2
+        tracker.add_points(0, 1, [(c, c)], [1])
+        runs[name] = tracker.propagate()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    kinds: dict[str, dict[str, float]] = {name: defaultdict(float) for name in runs}
+    profiled = args.frames - args.profile_frames
+    load_before = os.getloadavg()[0]
+    for frame in range(args.frames):
+        for name, frames_left in runs.items():
+            if frame >= profiled:  # not timed: the profiler slows them
+                profile_kinds(lambda frames_left=frames_left: next(frames_left), kinds[name])
+                continue
+            t0 = time.perf_counter()
+            next(frames_left)
+            times[name].append(time.perf_counter() - t0)
+    reference, fast = (np.array(times[name][1:]) for name in dtypes)  # frame 0: the prompt's
+    print(
+        f"# {args.model}, {args.frames} frames of {args.size}x{args.size}, "
+        f"torch {torch.__version__}, device {args.device}, {args.threads} threads, "
+        f"frames alternating; load average before/after: {load_before:.2f} / "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    print(f"\n| frames | float32 s / frame | {args.compare} s / frame | ratio |")
+    print("|---|---|---|---|")
+    for label, part in (("all tracked", slice(None)), ("steady state (8+)", slice(7, None))):
+        if not len(reference[part]):
+            continue
+        f32, low = reference[part].mean(), fast[part].mean()
+        print(f"| {label} ({len(reference[part])}) | {f32:.3f} | {low:.3f} | {low / f32:.3f}x |")
+    print(f"\nper-frame ratios: median {np.median(fast / reference):.3f}x")
+    if args.profile_frames:
+        print_kinds(kinds, args.profile_frames)
+
+
+def profile_kinds(step: Callable[[], object], seconds: dict[str, float]) -> None:
+    """Run step under torch.profiler and add its operators' own time to seconds by kind (on the
+    calling thread: an operator's parallel work is inside its time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    for event in prof.key_averages():
+        seconds[categorize(event.key)] += event.self_cpu_time_total / 1e6
+        seconds["all operators"] += event.self_cpu_time_total / 1e6
+
+
+def print_kinds(kinds: dict[str, dict[str, float]], frames: int) -> None:
+    """Operators' own time per frame by kind for each precision."""
+    reference, fast = kinds
+    print(f"\noperators' own time per profiled frame ({frames} frames of each precision):\n")
+    print(f"| kind | {reference} s | {fast} s | ratio |")
+    print("|---|---|---|---|")
+    order = sorted(kinds[reference], key=lambda k: -kinds[reference][k])
+    for kind in order:
+        a, b = kinds[reference][kind] / frames, kinds[fast][kind] / frames
+        print(f"| {kind} | {a:.3f} | {b:.3f} | {b / a if a else float('nan'):.2f} |")
 
 
 if __name__ == "__main__":

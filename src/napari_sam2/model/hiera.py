@@ -13,9 +13,11 @@ from .common import CHUNK_BYTES, MLP, add, add_, apply_in_row_chunks, linear, lo
 from .config import BlockSpec, SAM2Config
 
 # Windowed blocks on the CPU low-precision path run one band of windows at a time
-# (`MultiScaleBlock._forward_in_bands`).
+# (`MultiScaleBlock._forward_in_bands`). 8192 tokens: the tracked bfloat16 frame 15-19 ms
+# faster than with 4096 (frames alternating in one tracker, benchmarks/README.md), where the
+# image encoder alone had measured them alike: half the bands, half the Python calls.
 IN_BANDS = True
-BAND_TOKENS = 4096
+BAND_TOKENS = 8192
 
 
 def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:

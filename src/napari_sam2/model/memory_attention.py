@@ -19,9 +19,10 @@ _SCORE_BUFFER_BYTES = 64 * 2**20
 # (benchmarks/README.md): memory attention 4-7 % faster than with 16 MiB blocks of 274 rows,
 # and faster than 24, 48 or 64 MiB.
 _LOWP_SCORE_BUFFER_BYTES = 32 * 2**20
-# Rows per chunk of the low-precision RoPE (`_rotate_lowp_`): small enough that the float32
-# scratch stays in the core's cache.
-_ROPE_CHUNK_ROWS = 256
+# Rows per chunk of the low-precision RoPE (`_rotate_lowp_`): a float32 scratch of 1 MiB that
+# stays in the core's cache. 1024 rather than 256 rows: a bfloat16 tracked frame 2 % faster
+# (benchmarks/README.md), as a quarter of the chunks makes a quarter of Python's calls.
+_ROPE_CHUNK_ROWS = 1024
 # Float32 elements per scratch chunk of the low-precision RoPE of transposed memory keys
 # (`_rotate_columns_lowp_`): 4 feature rows of 7 memory frames at 1024 px.
 _ROPE_CHUNK_ELEMENTS = 2**17
@@ -242,20 +243,29 @@ def _rotate_columns_lowp_(
 
     Works through a few feature rows at a time (a row and its partner in the other half), over
     all memory frames at once: long contiguous rows through a float32 scratch that stays in
-    the core's cache.
+    the core's cache. The chunks' views are made by one `split` per operand, not sliced chunk
+    by chunk: at 1024 px this runs 32 chunks per layer, and Python's calls were most of its
+    time.
     """
     dim, half, t = k_t.shape[0], k_t.shape[0] // 2, cos_t.shape[1]
     frames = k_t[:, :n].view(dim, n // t, t)  # (D, frames, t)
     rows = max(1, min(half, _ROPE_CHUNK_ELEMENTS // max(1, n)))
     f1, f2, p, p2 = (k_t.new_empty((rows, n // t, t), dtype=torch.float32) for _ in range(4))
-    for start in range(0, half if n else 0, rows):
-        stop = min(start + rows, half)
-        first, second = frames[start:stop], frames[half + start : half + stop]
-        if stop - start < rows:  # the last, shorter chunk (views cost time: only here)
-            f1, f2, p, p2 = (x[: stop - start] for x in (f1, f2, p, p2))
-        f1.copy_(first).add_(bias[start:stop, None, None])
-        f2.copy_(second).add_(bias[half + start : half + stop, None, None])
-        c, s = cos_t[start:stop, None], sin_t[start:stop, None]
+    per_row = bias[:, None, None]
+    chunks = zip(
+        frames[:half].split(rows),
+        frames[half:].split(rows),
+        per_row[:half].split(rows),
+        per_row[half:].split(rows),
+        cos_t[:, None].split(rows),
+        sin_t[:, None].split(rows),
+        strict=True,
+    )
+    for first, second, bias1, bias2, c, s in chunks if n else ():
+        if first.shape[0] < rows:  # the last, shorter chunk
+            f1, f2, p, p2 = (x[: first.shape[0]] for x in (f1, f2, p, p2))
+        f1.copy_(first).add_(bias1)
+        f2.copy_(second).add_(bias2)
         torch.mul(f1, c, out=p)
         torch.mul(f2, s, out=p2)
         first.copy_(p.sub_(p2))  # first * cos - second * sin
@@ -297,30 +307,29 @@ def _rotate_lowp_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n: int)
 
     The result is bitwise that of `rotate_halves`' out-of-place route (x cast to the tables'
     dtype, rotated, cast back), computed in chunks of rows through a small float32 scratch:
-    no full-size float32 copies, products, concatenations or key copies.
+    no full-size float32 copies, products, concatenations or key copies. Each frame's chunks
+    and their tables come from one `split` each (Python's calls cost more than the
+    arithmetic of a small chunk).
     """
     t, half = cos.shape[0], x.shape[-1] // 2
     rows = min(_ROPE_CHUNK_ROWS, t)
     scratch = x.new_empty((rows, 2 * half), dtype=cos.dtype)
     prod = x.new_empty((2, rows, half), dtype=cos.dtype)
+    tables = list(zip(cos.split(rows), sin.split(rows), strict=True))
     for b in range(x.shape[0]):
-        start = 0
-        while start < n:
-            r0 = start % t
-            size = min(rows, t - r0, n - start)  # chunks end at frame ends
-            c, s = cos[r0 : r0 + size], sin[r0 : r0 + size]
-            chunk = x[b, start : start + size]
-            f = scratch[:size]
-            f.copy_(chunk)
-            first, second = f[:, :half], f[:, half:]
-            p, p2 = prod[0, :size], prod[1, :size]
-            torch.mul(first, c, out=p)
-            torch.mul(second, s, out=p2)
-            chunk[:, :half].copy_(p.sub_(p2))  # first * cos - second * sin
-            torch.mul(first, s, out=p)
-            torch.mul(second, c, out=p2)
-            chunk[:, half:].copy_(p.add_(p2))  # first * sin + second * cos
-            start += size
+        for start in range(0, n, t):
+            for chunk, (c, s) in zip(x[b, start : start + t].split(rows), tables, strict=True):
+                size = chunk.shape[0]
+                f = scratch if size == rows else scratch[:size]
+                f.copy_(chunk)
+                first, second = f.split(half, dim=1)
+                p, p2 = (prod[0], prod[1]) if size == rows else (prod[0, :size], prod[1, :size])
+                torch.mul(first, c, out=p)
+                torch.mul(second, s, out=p2)
+                chunk[:, :half].copy_(p.sub_(p2))  # first * cos - second * sin
+                torch.mul(first, s, out=p)
+                torch.mul(second, c, out=p2)
+                chunk[:, half:].copy_(p.add_(p2))  # first * sin + second * cos
 
 
 class MemoryAttentionLayer(nn.Module):
