@@ -98,11 +98,33 @@ def test_bands_compute_the_block(small_config, monkeypatch, band_tokens):
         if block.spec.q_pool and (x.shape[1] % block.spec.window_size):
             continue
         with torch.no_grad():
-            expected = block(x)
+            expected = block._forward_whole(x, None)
             got = block._forward_in_bands(x, None)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
         checked += 1
     assert checked >= 3
+
+
+def test_cpu_inference_runs_windowed_blocks_in_bands(small_config, monkeypatch):
+    """Every precision takes the bands on the CPU without autograd (they hold a float32 frame's
+    peak memory steadier as well); with autograd the block runs whole."""
+    monkeypatch.setattr(hiera, "BAND_TOKENS", 16)
+    banded = []
+    in_bands = hiera.MultiScaleBlock._forward_in_bands
+
+    def recording(self, x, lowp):
+        banded.append(x.dtype)
+        return in_bands(self, x, lowp)
+
+    monkeypatch.setattr(hiera.MultiScaleBlock, "_forward_in_bands", recording)
+    block, x = next((b, x) for b, x in _blocks_and_inputs(small_config, 1) if b.spec.window_size)
+    x = x.float()
+    block.float()
+    with torch.no_grad():
+        block(x)
+    assert banded == [torch.float32]
+    block(x.requires_grad_())
+    assert banded == [torch.float32]
 
 
 def test_lowp_encoder_agrees_with_float32(small_model):

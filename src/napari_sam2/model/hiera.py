@@ -12,10 +12,12 @@ from torch import nn
 from .common import CHUNK_BYTES, MLP, add, add_, apply_in_row_chunks, linear, lowp_dtype
 from .config import BlockSpec, SAM2Config
 
-# Windowed blocks on the CPU low-precision path run one band of windows at a time
-# (`MultiScaleBlock._forward_in_bands`). 8192 tokens: the tracked bfloat16 frame 15-19 ms
-# faster than with 4096 (frames alternating in one tracker, benchmarks/README.md), where the
-# image encoder alone had measured them alike: half the bands, half the Python calls.
+# Windowed blocks of CPU inference run one band of windows at a time
+# (`MultiScaleBlock._forward_in_bands`), in every precision: besides the speed, a float32
+# frame's peak memory then scatters half as much from frame to frame (benchmarks/README.md).
+# 8192 tokens: the tracked bfloat16 frame 15-19 ms faster than with 4096 (frames alternating in
+# one tracker), where the image encoder alone had measured them alike: half the bands, half
+# the Python calls.
 IN_BANDS = True
 BAND_TOKENS = 8192
 
@@ -169,13 +171,19 @@ class MultiScaleBlock(nn.Module):
         lowp = lowp_dtype(x.device)
         window = self.spec.window_size
         if (
-            lowp is not None
-            and IN_BANDS
+            IN_BANDS
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
             and window > 0
             and x.shape[1] * x.shape[2] > BAND_TOKENS
             and (not self.spec.q_pool or (x.shape[1] % window == 0 and x.shape[2] % window == 0))
         ):
             return self._forward_in_bands(x, lowp)
+        return self._forward_whole(x, lowp)
+
+    def _forward_whole(self, x: torch.Tensor, lowp: torch.dtype | None) -> torch.Tensor:
+        """The block over the whole map at once (autograd, GPUs, global attention)."""
+        window = self.spec.window_size
         a = self.norm1(x)
         if lowp is not None:
             # every consumer of a is a matmul that computes in lowp: cast once, before the

@@ -161,6 +161,7 @@ class RoPEAttention(nn.Module):
         if lowp is not None:
             v = v.to(lowp)  # what autocast would cast for every block's matmul
         rows = scores.shape[0]
+        real, padded = scores[:, :m], scores.shape[1] > m  # the keys' columns, padding after
         q = q * q.shape[-1] ** -0.5
         shared_q = q.shape[0] == 1  # one query set for all memories (see `forward`)
         out = v.new_empty(k.shape[0], n, v.shape[-1])
@@ -175,14 +176,17 @@ class RoPEAttention(nn.Module):
                 k_t = keys[0].t()  # (C, m), a view: mm reads it transposed
             else:
                 k_t = self._rotated_keys_t_lowp(k[b], rope, n_rope, keys_t[:, :m])
-            q_b = q[0 if shared_q else b]
-            for start in range(0, n, rows):
-                stop = min(start + rows, n)
-                block = scores[: stop - start]
-                torch.mm(q_b[start:stop], k_t, out=block[:, :m])
-                block[:, m:] = float("-inf")  # padding columns weigh nothing
+            q_b, v_b = q[0 if shared_q else b], v[b]
+            # one split per operand, not slices per block: Python's calls add up (32 blocks a
+            # frame at 1024 px)
+            for q_block, out_block in zip(q_b.split(rows), out[b].split(rows), strict=True):
+                size = q_block.shape[0]
+                block, weights = (scores, real) if size == rows else (scores[:size], real[:size])
+                torch.mm(q_block, k_t, out=weights)
+                if padded:
+                    block[:, m:].fill_(float("-inf"))  # padding columns weigh nothing
                 torch.softmax(block, dim=-1, out=block)
-                torch.mm(block[:, :m], v[b], out=out[b, start:stop])
+                torch.mm(weights, v_b, out=out_block)
         return self.v_proj(out) if lowp is None else linear(self.v_proj, out)
 
     def _rotated_keys(
