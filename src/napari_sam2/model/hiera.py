@@ -15,7 +15,7 @@ from .config import BlockSpec, SAM2Config
 # Windowed blocks of CPU inference run one band of windows at a time
 # (`MultiScaleBlock._forward_in_bands`), in every precision: besides the speed, a float32
 # frame's peak memory then scatters half as much from frame to frame (benchmarks/README.md).
-# 8192 tokens: the tracked bfloat16 frame 15-19 ms faster than with 4096 (frames alternating in
+# 8192 tokens: the tracked bfloat16 frame 15-22 ms faster than with 4096 (frames alternating in
 # one tracker), where the image encoder alone had measured them alike: half the bands, half
 # the Python calls.
 IN_BANDS = True
