@@ -103,6 +103,11 @@ def main() -> None:
         help="with --compare: profile the last K frames of each precision by kind of operation",
     )
     args = parser.parse_args()
+    if args.compare and not 0 <= args.profile_frames < args.frames - 1:
+        parser.error(
+            f"--profile-frames must leave tracked frames to time: 0 to {args.frames - 2} "
+            f"with --frames {args.frames}"
+        )
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
