@@ -10,6 +10,11 @@ one object prompted by a click on frame 0, then one forward propagation over all
 The timings of the model steps are taken by wrapping the model's methods; "rest" is the
 propagation time not spent in them (memory-bank assembly, result resizing, bookkeeping).
 
+``--compare-trim`` times the tracker's heap trimming (``memory_trim.HeapTrimmer``: every 8
+frames under autocast, every frame in float32) against a trim after every frame, in blocks of
+4 frames alternating in one tracker; the first frame of each block, which inherits the other
+block's heap, is not counted.
+
 ``--compare DTYPE`` tracks the same frames twice in one process, in float32 and under DTYPE
 autocast (two models with the same random weights), alternating frame by frame, and prints
 both times per tracked frame and their ratio: a machine whose speed drifts (shared cores)
@@ -31,7 +36,7 @@ import torch
 from bench_profile import categorize
 
 from napari_sam2.model import SAM2Config, build_sam2
-from napari_sam2.tracking import Tracker
+from napari_sam2.tracking import Tracker, memory_trim
 
 STEPS = {
     "encode_image": "image encoder",
@@ -102,6 +107,11 @@ def main() -> None:
         default=0,
         help="with --compare: profile the last K frames of each precision by kind of operation",
     )
+    parser.add_argument(
+        "--compare-trim",
+        action="store_true",
+        help="the tracker's heap trimming against a trim after every frame, alternating",
+    )
     args = parser.parse_args()
     if args.compare and not 0 <= args.profile_frames < args.frames - 1:
         parser.error(
@@ -109,10 +119,16 @@ def main() -> None:
             f"with --frames {args.frames}"
         )
 
+    if args.compare_trim and args.frames < 17:
+        parser.error("--compare-trim needs --frames 17 or more (blocks of 4 after frame 8)")
+
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     if args.compare:
         compare(args)
+        return
+    if args.compare_trim:
+        compare_trim(args)
         return
     model = build_sam2(SAM2Config.from_name(args.model), device=args.device).eval()
     frames = synthetic_frames(args.frames, args.size)
@@ -212,6 +228,38 @@ def compare(args: argparse.Namespace) -> None:
     print(f"\nper-frame ratios: median {np.median(fast / reference):.3f}x")
     if args.profile_frames:
         print_kinds(kinds, args.profile_frames)
+
+
+def compare_trim(args: argparse.Namespace) -> None:
+    """The tracker's trim policy against a trim after every frame, blocks of 4 alternating."""
+    model = build_sam2(SAM2Config.from_name(args.model), device=args.device).eval()
+    tracker = Tracker(model, synthetic_frames(args.frames, args.size), dtype=args.autocast)
+    c = args.size / 2
+    tracker.add_points(0, 1, [(c, c)], [1])
+    trimmer = tracker._heap_trimmer
+    own = trimmer.after_frame
+    every_frame = [False]
+    trimmer.after_frame = lambda: memory_trim.release_freed_memory() if every_frame[0] else own()
+    policies = (f"every {trimmer.every_frames} frames (the tracker's)", "after every frame")
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    frames_left = tracker.propagate()
+    next(frames_left)  # the prompted frame
+    for frame in range(1, args.frames):
+        every_frame[0] = (frame // 4) % 2 == 1
+        t0 = time.perf_counter()
+        next(frames_left)
+        seconds = time.perf_counter() - t0
+        if frame >= 8 and frame % 4:  # full memory bank; not a block's first frame
+            times[policies[every_frame[0]]].append(seconds)
+    print(
+        f"# {args.model}, {args.frames} frames of {args.size}x{args.size}, "
+        f"torch {torch.__version__}, device {args.device}, autocast {args.autocast}, "
+        f"{args.threads} threads, blocks of 4 frames alternating"
+    )
+    print("\n| heap trim | frames | mean s / frame | median s / frame |")
+    print("|---|---|---|---|")
+    for name, seconds in times.items():
+        print(f"| {name} | {len(seconds)} | {np.mean(seconds):.4f} | {np.median(seconds):.4f} |")
 
 
 def profile_kinds(step: Callable[[], object], seconds: dict[str, float]) -> None:
