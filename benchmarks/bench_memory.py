@@ -31,6 +31,7 @@ torch's threads. ``--in-thread`` tracks on a worker thread, as the widget does (
 ``thread_worker``): glibc then serves the tracker from an arena of that thread's own.
 
     python benchmarks/bench_memory.py --frames 20 60 200 [--model sam2.1_hiera_tiny]
+    python benchmarks/bench_memory.py --frames 24 64 --dtype float32  # track --precision float32
     python benchmarks/bench_memory.py --path tracker --frames 24 64 [--no-trim] [--dtype bfloat16]
     python benchmarks/bench_memory.py --path tracker --frames 24 64 --dtype bfloat16 --repeats 5
     python benchmarks/bench_memory.py --path tracker --frames 24 64 --threads 1
@@ -75,7 +76,7 @@ def make_stack(path: Path, frames: int, size: int = 512) -> None:
     )
 
 
-def run(frames: int, model: str, objects: int, workdir: Path) -> dict:
+def run(frames: int, model: str, objects: int, workdir: Path, precision: str | None = None) -> dict:
     stack = workdir / f"stack_{frames}.tif"
     make_stack(stack, frames)
     prompts = workdir / "prompts.json"
@@ -106,6 +107,7 @@ def run(frames: int, model: str, objects: int, workdir: Path) -> dict:
         "tiff",
         "csv",
     ]
+    cmd += ["--precision", precision] if precision else []
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -156,6 +158,8 @@ def tracker_child(
     if resettable:
         for name in STEPS:
             setattr(model, name, _step_peak(getattr(model, name), steps[name], frame_peak))
+    if dtype == "float32":
+        dtype = None  # the Tracker's own default
     tracker = Tracker(model, stack, dtype=dtype)  # default feature cache, as the widget
     tracker.add_points(0, 1, [(150, 200)], [1])
     if objects == 2:
@@ -286,9 +290,10 @@ def main() -> None:
     parser.add_argument("--no-trim", action="store_true", help="tracker path without malloc_trim")
     parser.add_argument(
         "--dtype",
-        choices=("bfloat16",),
-        help="tracker path: Tracker(dtype=...), the widget's default on CPUs with AMX / "
-        "AVX512-BF16 (default: float32, the Tracker's own default)",
+        choices=("bfloat16", "float32"),
+        help="tracker path: Tracker(dtype=...), bfloat16 the widget's default on CPUs with AMX "
+        "/ AVX512-BF16 (default: float32, the Tracker's own default); cli path: --precision "
+        "(default: auto)",
     )
     parser.add_argument("--threads", type=int, help="tracker path: torch threads")
     parser.add_argument(
@@ -350,7 +355,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     extra += f"; resident after the frame {r['level_mb']:.1f} MB"
                 print(f"{r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:8.1f} MB{extra}")
         for n in args.frames if args.path == "cli" else []:
-            rows.append(run(n, args.model, args.objects, Path(tmp)))
+            rows.append(run(n, args.model, args.objects, Path(tmp), args.dtype))
             r = rows[-1]
             print(
                 f"{r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:8.1f} MB  "

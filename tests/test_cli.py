@@ -308,3 +308,20 @@ def test_dask_and_zarr_stacks_match_numpy(small_config_file, small_checkpoint, t
         got = track(other, prompts, **kwargs)
         assert np.array_equal(got.labels, ref.labels)
         assert [r.score_logit for r in got.table.rows] == [r.score_logit for r in ref.table.rows]
+
+
+@pytest.mark.parametrize(("precision", "mapped"), [("float32", True), ("bfloat16", False)])
+def test_float32_runs_map_large_tensors_bfloat16_runs_leave_the_allocator(
+    tmp_path, small_stack, model_args, monkeypatch, precision, mapped
+):
+    # float32 keeps its peak flat with glibc's fixed mmap threshold; bfloat16 frames would be
+    # 1.6x slower with it and stay flat with their tracker's trimming (memory_trim.HeapTrimmer)
+    stack, prompts = small_stack
+    made = scripted(monkeypatch)
+    calls: list[int] = []
+    monkeypatch.setattr(cli, "_map_large_tensors", lambda: calls.append(1))
+    argv = ["track", str(stack), "--prompts", str(prompts), "--out", str(tmp_path / "o.tif")]
+    argv += ["--precision", precision]
+    assert cli.main(argv + model_args) == 0
+    assert len(made) == 1
+    assert calls == ([1] if mapped else [])

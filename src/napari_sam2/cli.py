@@ -277,12 +277,10 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             limits = frames.contrast_limits
             frames.close()
             frames = frames_of(int(model.config.image_size), limits)
-        tracker = _make_tracker(
-            model,
-            frames,
-            args.fill_holes,
-            autocast_dtype(device, getattr(args, "precision", "auto")),
-        )
+        compute_dtype = autocast_dtype(device, getattr(args, "precision", "auto"))
+        if compute_dtype is None and device.type == "cpu":
+            _map_large_tensors()
+        tracker = _make_tracker(model, frames, args.fill_holes, compute_dtype)
         table = PresenceTable()
         writer = LabelsWriter(labels)
         if auto is None:
@@ -390,13 +388,16 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
     return 0
 
 
-def _give_freed_tensors_back() -> None:
-    """Let glibc allocate tensors of 1 MB and more with mmap, so that freeing them gives the
-    memory back to the system.
+def _map_large_tensors() -> None:
+    """Let glibc allocate tensors of 1 MB and more with mmap (``mallopt``), so that freeing
+    them gives the memory back to the system: for float32 runs on the CPU.
 
     By default glibc raises its mmap threshold after the first large tensor is freed and serves
-    later ones from the heap, whose fragmentation grows the resident memory of a long run by
-    about a megabyte a frame (benchmarks/README.md). A fixed threshold keeps it flat.
+    later ones from the heap, whose fragmentation grows the resident memory of a float32 run
+    by 1.6 MB a frame even with the tracker's trim after every frame (benchmarks/README.md).
+    A fixed threshold keeps it flat, at the price of page faults on fresh memory for every
+    large tensor: bfloat16 frames would be 1.6x slower, and their tracker keeps them flat by
+    trimming every few frames (``memory_trim.HeapTrimmer``), so they leave it alone.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -462,7 +463,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    _give_freed_tensors_back()
     signals = StopSignals()
     signals.install()
     try:

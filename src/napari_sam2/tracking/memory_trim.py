@@ -5,10 +5,11 @@ scores, upsampled masks). glibc serves tensors above its dynamic mmap threshold 
 (returned on free), but it raises that threshold to the size of each freed mapped block, so
 after the first frames the tensors come from the heap. Freed heap blocks stay resident, and as
 the feature cache evicts old frames between longer-lived tensors the heap fragments: the peak
-resident size then grows by about 1 MB per frame. The command line avoids it by fixing the
-threshold for its whole process (``mallopt``); a library inside napari must not change the
-allocator of the whole application. ``malloc_trim(0)`` instead hands the free pages of the
-heap (also those in its middle, with ``madvise``) back, leaving the allocator's settings alone.
+resident size then grows by about 1 MB per frame. Fixing the threshold (``mallopt``) would
+change the allocator of the whole application (napari), and every large tensor would then be
+mapped and page-faulted afresh (1.6x slower bfloat16 frames, benchmarks/README.md).
+``malloc_trim(0)`` instead hands the free pages of the heap (also those in its middle, with
+``madvise``) back, leaving the allocator's settings alone.
 
 Handing pages back has a price: the next frame faults its working set back in (about 50 ms,
 5 % of a bfloat16 frame at 1024 px on 2 cores, benchmarks/README.md). :class:`HeapTrimmer`
@@ -53,8 +54,8 @@ __all__ = [
 # glibc hands out small blocks from bins that do not fragment the heap the same way.
 OFF_HEAP_MIN_BYTES = 256 * 1024
 # Frames between two trims (see HeapTrimmer) of a bfloat16 tracker: its peak resident size
-# stayed flat over 64 frames in every run, and its frames are 3-4 % faster than with a trim
-# after each (benchmarks/README.md).
+# stayed flat from 24 to 64 frames in 4 runs of 4, and its frames were 4-5 % faster than with
+# a trim after each (benchmarks/README.md).
 TRIM_EVERY_FRAMES = 8
 
 
