@@ -325,3 +325,18 @@ def test_float32_runs_map_large_tensors_bfloat16_runs_leave_the_allocator(
     assert cli.main(argv + model_args) == 0
     assert len(made) == 1
     assert calls == ([1] if mapped else [])
+
+
+def test_run_track_as_a_library_leaves_the_allocator_alone(
+    tmp_path, small_stack, model_args, monkeypatch
+):
+    # batch workers call run_track inside the user's process: only main(), which owns its
+    # process, may fix glibc's mmap threshold
+    stack, prompts = small_stack
+    scripted(monkeypatch)
+    calls: list[int] = []
+    monkeypatch.setattr(cli, "_map_large_tensors", lambda: calls.append(1))
+    argv = ["track", str(stack), "--prompts", str(prompts), "--out", str(tmp_path / "o.tif")]
+    args = cli.build_parser().parse_args(argv + model_args + ["--precision", "float32"])
+    assert cli.run_track(args) == 0
+    assert calls == []

@@ -277,10 +277,12 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             limits = frames.contrast_limits
             frames.close()
             frames = frames_of(int(model.config.image_size), limits)
-        compute_dtype = autocast_dtype(device, getattr(args, "precision", "auto"))
-        if compute_dtype is None and device.type == "cpu":
-            _map_large_tensors()
-        tracker = _make_tracker(model, frames, args.fill_holes, compute_dtype)
+        tracker = _make_tracker(
+            model,
+            frames,
+            args.fill_holes,
+            autocast_dtype(device, getattr(args, "precision", "auto")),
+        )
         table = PresenceTable()
         writer = LabelsWriter(labels)
         if auto is None:
@@ -388,9 +390,23 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
     return 0
 
 
+def _computes_float32_on_cpu(args: argparse.Namespace) -> bool:
+    """Whether ``track`` or ``batch`` with these options computes in float32 on the CPU (a
+    device that is not there is left to the command to report)."""
+    from napari_sam2.tracking.device import autocast_dtype, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        return device.type == "cpu" and autocast_dtype(device, args.precision or "auto") is None
+    except ValueError:
+        return False
+
+
 def _map_large_tensors() -> None:
     """Let glibc allocate tensors of 1 MB and more with mmap (``mallopt``), so that freeing
-    them gives the memory back to the system: for float32 runs on the CPU.
+    them gives the memory back to the system: for float32 runs on the CPU. Only from
+    :func:`main`, which owns its process (a library must not change the allocator of the
+    application that imports it).
 
     By default glibc raises its mmap threshold after the first large tensor is freed and serves
     later ones from the heap, whose fragmentation grows the resident memory of a float32 run
@@ -463,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.command in ("track", "batch") and _computes_float32_on_cpu(args):
+        _map_large_tensors()
     signals = StopSignals()
     signals.install()
     try:
