@@ -291,9 +291,9 @@ def main() -> None:
     parser.add_argument(
         "--dtype",
         choices=("bfloat16", "float32"),
-        help="tracker path: Tracker(dtype=...), bfloat16 the widget's default on CPUs with AMX "
-        "/ AVX512-BF16 (default: float32, the Tracker's own default); cli path: --precision "
-        "(default: auto)",
+        help="tracker path: Tracker(dtype=...), bfloat16 the widget's default on CPUs where "
+        "it measures faster (AMX) (default: float32, the Tracker's own default); cli path: "
+        "--precision (default: auto)",
     )
     parser.add_argument("--threads", type=int, help="tracker path: torch threads")
     parser.add_argument(

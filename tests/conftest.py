@@ -128,9 +128,9 @@ def weights_env(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def _auto_precision_is_float32(monkeypatch):
-    """``precision="auto"`` picks bfloat16 on CPUs with AMX / AVX512-BF16: pin it to float32 so
-    results and state lines in tests do not depend on the machine (the precision tests
-    exercise the real detector)."""
+    """``precision="auto"`` picks bfloat16 on CPUs where it measures faster (AMX): pin it to
+    float32 so results and state lines in tests do not depend on the machine (the precision
+    tests exercise the real detector)."""
     from napari_sam2.tracking import device
 
     monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)

@@ -307,9 +307,9 @@ def track(
     (a CT preset: ``"soft tissue"``, ``"abdomen"``, ``"lung"``, ``"brain"``,
     ``"mediastinum"``, ``"bone"``; ``(width, level)``; or ``"mr"``: see
     :func:`prepare_frames`); without either, uint8 stacks use 0..255 and others robust
-    percentiles. ``precision``: ``"auto"`` (bfloat16 autocast on GPUs and on CPUs with AMX or
-    AVX512-BF16, float32 elsewhere), ``"float32"`` or ``"bfloat16"``; see
-    :func:`napari_sam2.tracking.device.autocast_dtype`.
+    percentiles. ``precision``: ``"auto"`` (bfloat16 autocast on GPUs and on CPUs where it
+    measures faster, such as those with AMX; float32 elsewhere), ``"float32"`` or
+    ``"bfloat16"``; see :func:`napari_sam2.tracking.device.autocast_dtype`.
     """
     from napari_sam2.tracking.device import autocast_dtype, resolve_device
     from napari_sam2.tracking.tracker import Tracker

@@ -44,9 +44,10 @@ def test_cpuinfo_flags_are_read(tmp_path):
     not sys.platform.startswith("linux") or not Path("/proc/cpuinfo").is_file(),
     reason="needs /proc/cpuinfo",
 )
-def test_detection_agrees_with_proc_cpuinfo(detector_cache):
+def test_detection_agrees_with_proc_cpuinfo(monkeypatch, detector_cache):
     flags = dev.cpuinfo_flags()
     assert flags is not None
+    monkeypatch.setattr(dev, "bf16_matmul_time_ratio", lambda: 0.2)  # as AMX measures
     expected = bool(flags & FAST_FLAGS) and torch.backends.mkldnn.is_available()
     assert DETECTOR() is expected
 
@@ -54,6 +55,7 @@ def test_detection_agrees_with_proc_cpuinfo(detector_cache):
 def test_cpuinfo_is_the_fallback_without_torch_probes(monkeypatch, detector_cache):
     monkeypatch.setattr(dev, "_torch_cpu_probe", lambda name: None)
     monkeypatch.setattr(dev.sys, "platform", "linux")
+    monkeypatch.setattr(dev, "bf16_matmul_time_ratio", lambda: 0.2)
     monkeypatch.setattr(dev, "cpuinfo_flags", lambda path="/proc/cpuinfo": frozenset({"amx_bf16"}))
     assert DETECTOR() is torch.backends.mkldnn.is_available()
     DETECTOR.cache_clear()
@@ -62,6 +64,34 @@ def test_cpuinfo_is_the_fallback_without_torch_probes(monkeypatch, detector_cach
     DETECTOR.cache_clear()
     monkeypatch.setattr(dev, "cpuinfo_flags", lambda path="/proc/cpuinfo": None)
     assert DETECTOR() is False
+
+
+@pytest.mark.parametrize(
+    ("ratio", "fast"), [(0.17, True), (0.75, True), (0.8, False), (1.8, False)]
+)
+def test_instructions_count_only_where_bfloat16_measures_faster(
+    monkeypatch, detector_cache, ratio, fast
+):
+    # AVX512-BF16 without AMX measured 1.8 (a frame 1.48x slower), AMX 0.17 (a frame 0.33x)
+    monkeypatch.setattr(dev, "_cpu_has_bf16_instructions", lambda: True)
+    monkeypatch.setattr(dev, "bf16_matmul_time_ratio", lambda: ratio)
+    assert DETECTOR() is fast
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", DETECTOR)  # undo the conftest's pin
+    assert dev.autocast_dtype("cpu") == (torch.bfloat16 if fast else None)
+
+
+def test_no_measurement_without_bfloat16_instructions(monkeypatch, detector_cache):
+    def must_not_measure():
+        raise AssertionError("measured bfloat16 on a CPU without bfloat16 instructions")
+
+    monkeypatch.setattr(dev, "_cpu_has_bf16_instructions", lambda: False)
+    monkeypatch.setattr(dev, "bf16_matmul_time_ratio", must_not_measure)
+    assert DETECTOR() is False
+
+
+def test_matmul_ratio_is_measured():
+    ratio = dev.bf16_matmul_time_ratio(repeats=1)
+    assert np.isfinite(ratio) and ratio > 0
 
 
 @pytest.mark.parametrize("fast", [True, False])

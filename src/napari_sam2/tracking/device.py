@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ __all__ = [
     "PRECISIONS",
     "autocast_dtype",
     "available_devices",
+    "bf16_matmul_time_ratio",
     "cpu_has_fast_bf16",
     "precision_label",
     "resolve_device",
@@ -26,6 +28,15 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 # /proc/cpuinfo flags of CPUs with native bfloat16 matrix instructions (Intel AMX, AVX512-BF16)
 _FAST_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# `auto` computes in bfloat16 on a CPU only where a bfloat16 matrix product takes at most this
+# fraction of float32's time. The flags alone do not tell: a Xeon (family 6 model 207) whose
+# virtual machine exposes AVX512-BF16 but not AMX multiplies bfloat16 at half float32's speed
+# and tracks a frame 1.48x slower in bfloat16; with AMX the product takes 0.17x and the frame
+# 0.33x (benchmarks/README.md). Below 0.75 the frame gains about a quarter or more.
+_MAX_BF16_TIME_RATIO = 0.75
+# The timed product: one block of the memory attention's scores (queries x channels x keys),
+# a few milliseconds in float32 on two cores.
+_PROBE_SHAPE = (512, 256, 4096)
 
 
 def _mps_available() -> bool:
@@ -127,19 +138,12 @@ def _torch_cpu_probe(name: str) -> bool | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (Intel AMX-BF16 or AVX512-BF16),
-    so that bfloat16 autocast runs faster than float32 (about 2x for SAM 2 tiny on AMX).
-
-    Asks torch's own probes first (the ones its oneDNN kernels dispatch on), then the Linux
-    ``/proc/cpuinfo`` flags. Without oneDNN (mkldnn) torch has no fast bfloat16 CPU kernels,
-    so the answer is False; elsewhere (no probe, no cpuinfo) it is False too: emulated
-    bfloat16 is slower than float32.
-    """
+def _cpu_has_bf16_instructions() -> bool:
+    """Whether the CPU has bfloat16 matrix instructions (AMX-BF16 or AVX512-BF16) that torch's
+    oneDNN kernels can use: torch's own probes first, then the Linux ``/proc/cpuinfo`` flags."""
     mkldnn = getattr(torch.backends, "mkldnn", None)
     if mkldnn is None or not mkldnn.is_available():
-        return False
+        return False  # no oneDNN: torch has no fast bfloat16 CPU kernels
     probes = [_torch_cpu_probe(n) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     if any(probes):
         return True
@@ -148,6 +152,49 @@ def cpu_has_fast_bf16() -> bool:
         if flags is not None:
             return bool(flags & _FAST_BF16_FLAGS)
     return False
+
+
+def bf16_matmul_time_ratio(repeats: int = 3) -> float:
+    """Time of a bfloat16 matrix product over that of the same float32 product on this CPU
+    (best of ``repeats`` each, alternating, after one untimed run of each), with torch's
+    current thread count."""
+    m, k, n = _PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator)
+    operands = {dtype: (a.to(dtype), b.to(dtype)) for dtype in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(operands, float("inf"))
+    with torch.inference_mode():
+        for run in range(repeats + 1):
+            for dtype, (a, b) in operands.items():
+                start = time.perf_counter()
+                torch.mm(a, b)
+                if run:  # the first run builds oneDNN's kernels
+                    best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.bfloat16] / max(best[torch.float32], 1e-9)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """Whether bfloat16 autocast runs clearly faster than float32 on this CPU (about 3x for
+    SAM 2 tiny with Intel AMX).
+
+    Needs bfloat16 matrix instructions (AMX-BF16 or AVX512-BF16) and a measurement: a bfloat16
+    product of the memory attention's size must take at most 3/4 of float32's time
+    (:func:`bf16_matmul_time_ratio`, about 50 ms, once per process). Instructions alone are not
+    enough: where oneDNN runs bfloat16 on AVX512-BF16 without AMX it can be slower than
+    float32. Without the instructions the answer is False without measuring (emulated bfloat16
+    is slower than float32).
+    """
+    if not _cpu_has_bf16_instructions():
+        return False
+    ratio = bf16_matmul_time_ratio()
+    fast = ratio <= _MAX_BF16_TIME_RATIO
+    logger.info(
+        "bfloat16 matrix product %.2fx float32's time: auto precision is %s on the CPU",
+        ratio,
+        "bfloat16" if fast else "float32",
+    )
+    return fast
 
 
 def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:

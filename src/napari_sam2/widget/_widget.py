@@ -549,7 +549,7 @@ class SAM2Widget(QWidget):
 
         model = self._load_model(spec.model_key)
         # the precision the session was keyed with (auto: bfloat16 autocast on GPUs and on
-        # CPUs with native bfloat16, float32 elsewhere), as the model state line says
+        # CPUs where it measures faster, float32 elsewhere), as the model state line says
         controller = self.model_controller
         precision = controller.precision_of_key(tuple(spec.model_key))
         kwargs["dtype"] = controller.compute_dtype(next(model.parameters()), precision)

@@ -223,8 +223,9 @@ class ModelController:
         self.device = device
 
     def set_precision(self, precision: str) -> None:
-        """Compute in ``precision``: ``auto`` (bfloat16 autocast on GPUs and on CPUs with AMX
-        or AVX512-BF16, float32 elsewhere), ``float32`` or ``bfloat16`` (autocast).
+        """Compute in ``precision``: ``auto`` (bfloat16 autocast on GPUs and on CPUs where it
+        measures faster, see :func:`~napari_sam2.tracking.device.cpu_has_fast_bf16`; float32
+        elsewhere), ``float32`` or ``bfloat16`` (autocast).
 
         Raises ValueError for another name. It applies from the next session on: it is part
         of :meth:`key`, so the widget makes a new tracker with it (the model stays loaded).

@@ -130,10 +130,10 @@ class ModelPanel(QGroupBox):
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(list(PRECISIONS))
         self.precision_combo.setToolTip(
-            "auto: bfloat16 autocast on GPUs and on CPUs with AMX or AVX512-BF16 (about twice "
-            "as fast there; masks agree with float32 up to a few edge pixels), float32 on "
-            "other CPUs. float32 or bfloat16 forces it. A change starts a new tracking session "
-            "(as a new device does); the model stays loaded."
+            "auto: bfloat16 autocast on GPUs and on CPUs where it measures faster, such as "
+            "those with AMX (about three times as fast there; masks agree with float32 up to a "
+            "few edge pixels), float32 on other CPUs. float32 or bfloat16 forces it. A change "
+            "starts a new tracking session (as a new device does); the model stays loaded."
         )
         form.addRow("model", self.model_combo)
         form.addRow("checkpoint", row)
