@@ -305,7 +305,11 @@ def _autocast_matches_float32(model, device, dtype, agreement: float = 0.99) -> 
 
 
 def test_autocast_bfloat16_on_cpu(small_model):
-    _autocast_matches_float32(small_model, None, torch.bfloat16)
+    # oneDNN's bfloat16 kernels round differently per CPU: the partial mask of frame 1 agrees
+    # on over 99 % of pixels with AMX, 99.66 % with oneDNN held to AVX512_CORE, and 98.97 %
+    # (IoU 0.945, 1,620 against 1,715 pixels) with AVX512-BF16 without AMX (Xeon family 6
+    # model 207); presence agrees on every frame
+    _autocast_matches_float32(small_model, None, torch.bfloat16, agreement=0.98)
 
 
 @pytest.mark.gpu
