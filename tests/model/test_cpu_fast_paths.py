@@ -21,8 +21,8 @@ def test_raw_value_path_matches_projected_values(monkeypatch, num_pointer_tokens
     n_keys = frames * side * side + num_pointer_tokens  # 48, 52, 54: padded score rows
     k = torch.randn(2, n_keys, mem_dim, dtype=torch.float64)
     v = torch.randn(2, n_keys, mem_dim, dtype=torch.float64)
-    # a scratch of 5 score rows: several blocks, the last one partial
-    monkeypatch.setattr(memory_attention, "_SCORE_BUFFER_BYTES", 5 * 64 * 8)
+    # a scratch of 6 score rows: 16 queries in blocks of 6, 6 and 4
+    monkeypatch.setattr(memory_attention, "_SCORE_BUFFER_BYTES", 6 * 64 * 8)
     with torch.no_grad():  # rotations in place, score blocks in the scratch buffer
         assert attn.uses_raw_values(q.device)
         blocked = attn(q, k, v, rope, num_pointer_tokens)

@@ -201,19 +201,28 @@ def test_shared_frame_features_match_objects_alone():
 
 
 @pytest.mark.parametrize("queries", [4096, 1000, 7])
-def test_low_precision_score_blocks_are_even_and_fit_the_budget(queries):
+@pytest.mark.parametrize(
+    ("lowp", "budget", "blocks_at_1024px"),
+    [
+        (torch.bfloat16, "_LOWP_SCORE_BUFFER_BYTES", (512, 8)),
+        (None, "_SCORE_BUFFER_BYTES", (256, 16)),
+    ],
+)
+def test_score_blocks_are_even_and_fit_the_budget(queries, lowp, budget, blocks_at_1024px):
     """Blocks of query rows split the queries evenly (no thin last block) and each fits the
-    scratch budget; 1024 px frames with a full memory bank get 8 blocks of 512 rows."""
+    scratch budget, under glibc's largest mmap threshold (32 MiB) so that the block comes from
+    the heap's freed pages instead of a fresh mapping each frame."""
     keys = 28_736
     q = torch.empty(1, queries, 8)
-    scores = memory_attention.score_buffer(q, keys, torch.bfloat16)
+    scores = memory_attention.score_buffer(q, keys, lowp)
     rows, width = scores.shape
     blocks = -(-queries // rows)
-    assert scores.dtype == torch.bfloat16 and width % 16 == 0 and width >= keys
+    assert scores.dtype == (lowp or q.dtype) and width % 16 == 0 and width >= keys
     assert rows == -(-queries // blocks)  # the most even split into that many blocks
-    assert rows * width * 2 <= memory_attention._LOWP_SCORE_BUFFER_BYTES
+    nbytes = rows * width * scores.element_size()
+    assert nbytes <= getattr(memory_attention, budget) and nbytes < 32 * 2**20
     if queries == 4096:
-        assert (rows, blocks) == (512, 8)
+        assert (rows, blocks) == blocks_at_1024px
 
 
 def test_one_key_scratch_serves_every_layer_and_object(monkeypatch):

@@ -12,8 +12,13 @@ from .common import CHUNK_BYTES, apply_in_row_chunks, linear, lowp_dtype, lowp_l
 from .config import SAM2Config
 from .position_encoding import axial_rope_tables, rope_halves_order, rotate_halves
 
-# Scratch for one block of cross-attention scores on the CPU (queries x memory tokens).
-_SCORE_BUFFER_BYTES = 64 * 2**20
+# Scratch for one block of cross-attention scores on the CPU (queries x memory tokens), under
+# 32 MiB: glibc maps anything larger afresh on every frame (its mmap threshold stops rising at
+# 32 MiB), where a block this size reuses the heap pages the image encoder has just freed.
+# Float32 at 1024 px: 16 blocks of 256 rows instead of 7 of 583 and one of 15; the 64-frame
+# peak of `bench_memory.py --path tracker` 1032-1079 MB against 1080-1121 MB, speed within 2 %
+# (benchmarks/README.md).
+_SCORE_BUFFER_BYTES = 30 * 2**20
 # The same on the CPU low-precision path (`lowp_dtype`): blocks of bfloat16 scores, 512 query
 # rows of a 1024 px frame's 28,736 memory tokens (8 blocks per layer). Measured in the tracker
 # (benchmarks/README.md): memory attention 4-7 % faster than with 16 MiB blocks of 274 rows,
@@ -297,12 +302,11 @@ def score_buffer(q: torch.Tensor, num_keys: int, lowp: torch.dtype | None = None
     tokens changes the key count from frame to frame).
     """
     width = -(-num_keys // 16) * 16
-    if lowp is None:
-        rows = max(1, min(q.shape[1], _SCORE_BUFFER_BYTES // (width * q.element_size())))
-        return q.new_empty(rows, width)
-    rows = max(1, min(q.shape[1], _LOWP_SCORE_BUFFER_BYTES // (width * lowp.itemsize)))
+    dtype = q.dtype if lowp is None else lowp
+    budget = _SCORE_BUFFER_BYTES if lowp is None else _LOWP_SCORE_BUFFER_BYTES
+    rows = max(1, min(q.shape[1], budget // (width * dtype.itemsize)))
     rows = -(-q.shape[1] // -(-q.shape[1] // rows))  # even blocks: a thin last block is slow
-    return q.new_empty((rows, width), dtype=lowp)
+    return q.new_empty((rows, width), dtype=dtype)
 
 
 def _rotate_lowp_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n: int) -> None:
