@@ -165,9 +165,9 @@ def bf16_matmul_time_ratio(repeats: int = 3) -> float:
     best = dict.fromkeys(operands, float("inf"))
     with torch.inference_mode():
         for run in range(repeats + 1):
-            for dtype, (a, b) in operands.items():
+            for dtype, (left, right) in operands.items():
                 start = time.perf_counter()
-                torch.mm(a, b)
+                torch.mm(left, right)
                 if run:  # the first run builds oneDNN's kernels
                     best[dtype] = min(best[dtype], time.perf_counter() - start)
     return best[torch.bfloat16] / max(best[torch.float32], 1e-9)
