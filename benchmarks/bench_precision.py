@@ -216,7 +216,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(
         f"# CPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"native bf16: {cpu_has_fast_bf16()}"
+        f"auto picks bf16 (measured): {cpu_has_fast_bf16()}"
     )
     makers = {
         "small": case_small,
