@@ -28,10 +28,11 @@ def build_sam2(
     name_or_config: one of `MODEL_NAMES`, of the registered fine-tunes `FINE_TUNE_NAMES`
         (their architecture and resolution: `SAM2Config.from_name`), either with a size
         suffix for another resolution (``"sam2.1_hiera_tiny@512"``), or a `SAM2Config`.
-    checkpoint: path to an official `.pt` file (a dict with key "model") or a state dict.
-        With a name and no checkpoint the weights of that name come from the weights store
-        (downloaded once; a size suffix runs the same weights at another resolution); with a
-        config and no checkpoint the weights are random.
+    checkpoint: path to an official `.pt` file (a dict with key "model"), a state dict, or
+        what ``torch.load`` reads from such a file (that dict). With a name and no checkpoint
+        the weights of that name come from the weights store (downloaded once; a size suffix
+        runs the same weights at another resolution); with a config and no checkpoint the
+        weights are random.
     device: where the model lives; must be available.
     """
     device = _check_device(device)
@@ -52,6 +53,8 @@ def build_sam2(
     model = SAM2Model(config)
     if checkpoint is not None:
         state = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+        if "model" in state and isinstance(state["model"], Mapping):
+            state = state["model"]  # an official file's contents, as torch.load gives them
         check_state_dict(state, model, config)
         model.load_state_dict(state, strict=True)
     return model.to(device).eval()
