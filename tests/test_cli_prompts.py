@@ -52,6 +52,15 @@ def test_plain_points_default_to_object_one_and_4d_points_use_fixed_axes(tmp_pat
         read_prompts(path4)
 
 
+def test_named_frame_y_x_columns_are_the_propagated_frames_as_in_json(tmp_path) -> None:
+    path = tmp_path / "named.csv"
+    path.write_text("frame,y,x,object_id\n200,8,100,2\n")
+    for frame_axis, fixed in ((0, None), (1, None), (1, {0: 2}), (2, {5: 1})):
+        (r,) = read_prompts(path, frame_axis=frame_axis, fixed=fixed)
+        assert (r.frame, r.object_id) == (200, 2)
+        assert r.data[0].tolist() == [[8.0, 100.0]]
+
+
 def test_json_points_box_and_mask(tmp_path) -> None:
     masks = np.zeros((4, 20, 30), np.uint16)
     masks[2, 5:9, 10:15] = 3

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,14 +239,17 @@ def prepare_frames(
 ) -> FrameSource:
     """The :class:`FrameSource` of an N-D array-like: axes chosen as in :func:`stack_view`.
 
-    Like napari's RGB guess, a 4-D stack whose last axis has 3 or 4 entries is taken as
-    (T, H, W, C) when no channel axis and no fixed index are given. ``window`` chooses the
+    Like napari's RGB guess, a 4-D stack whose last axis has at most 4 entries (no image is
+    that narrow) is taken as (T, H, W, C) when no channel axis and no fixed index are given;
+    one channel is grey, counts other than 1 or 3 need ``channels``. ``window`` chooses the
     contrast limits by name instead (:func:`napari_sam2.tracking.intensity.resolve_window`:
     a CT preset such as ``"lung"``, ``(width, level)``, or ``"mr"`` for the percentiles of the
     non-zero voxels); it excludes ``contrast_limits``.
     """
+    if not hasattr(data, "shape"):  # nested lists, as Tracker takes them
+        data = np.asarray(data)
     shape = tuple(data.shape)
-    if channel_axis is None and not fixed and len(shape) == 4 and shape[-1] in (3, 4):
+    if channel_axis is None and not fixed and len(shape) == 4 and shape[-1] <= 4:
         channel_axis = 3
     view = stack_view(data, frame_axis=frame_axis, channel_axis=channel_axis, fixed=fixed)
     if window is not None:
@@ -262,8 +265,10 @@ def prepare_frames(
 def _as_records(prompts: Any, frame_axis: int, fixed: Mapping[int, int] | None) -> list:
     if isinstance(prompts, (str, os.PathLike)):
         return read_prompts(prompts, frame_axis=frame_axis, fixed=fixed)
-    records = list(prompts)
-    if not all(isinstance(r, PromptRecord) for r in records):
+    if isinstance(prompts, PromptRecord):
+        prompts = [prompts]
+    records = list(prompts) if isinstance(prompts, Iterable) else None
+    if records is None or not all(isinstance(r, PromptRecord) for r in records):
         raise TypeError("prompts must be a prompt file path or a list of PromptRecord")
     return records
 

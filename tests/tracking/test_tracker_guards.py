@@ -205,6 +205,22 @@ def test_changes_while_a_propagation_runs_are_refused_and_change_nothing(prompte
     assert prompted.object_ids == (1,)
 
 
+def test_prompts_changed_before_the_first_result_are_checked_again(prompted) -> None:
+    # a propagation runs from its first next(): prompts may still change before it
+    results = prompted.propagate()
+    prompted.clear_prompts(0)
+    with pytest.raises(RuntimeError, match="object\\(s\\) \\[1\\] have no prompt"):
+        next(results)
+    prompted.remove_object(1)  # the refused run left no guard behind
+    prompted.add_points(0, 2, [(24.0, 12.0)], [1])
+    results = prompted.propagate()
+    prompted.remove_object(2)
+    with pytest.raises(RuntimeError, match="nothing to propagate"):
+        next(results)
+    prompted.add_points(0, 3, [(24.0, 12.0)], [1])
+    assert len(list(prompted.propagate())) == 5
+
+
 def test_reading_results_while_a_propagation_runs_is_allowed(prompted) -> None:
     results = prompted.propagate()
     next(results)

@@ -162,6 +162,9 @@ def _read_csv(path: Path, text: str, frame_axis: int, fixed: dict[int, int]) -> 
         columns = [i for _, i in axis_cols]
     elif {"frame", "y", "x"} <= set(header):
         columns = [header.index("frame"), header.index("y"), header.index("x")]
+        # named columns are already the frame along the propagated axis and (y, x) in it, as
+        # in JSON files: napari's axis-N columns are the stack's axes and need the mapping
+        frame_axis, fixed = 0, {}
     else:
         hint = (
             " (the file uses ';' between values: save it with ',' as separator)"
@@ -377,7 +380,9 @@ def check_prompts(
             _check_finite(yx, f"{where}: point")
             _check_inside(yx, height, width, f"{where}: point")
             if not np.isin(labels, (0, 1)).all():
-                raise PromptFileError(f"{where}: labels must be 1 or 0, got {labels.tolist()}")
+                raise PromptFileError(
+                    f"{where}: labels must be 1 or 0, got {np.asarray(labels).tolist()}"
+                )
         elif r.kind == "box":
             y0, x0, y1, x1 = r.data
             _check_finite(r.data, f"{where}: box")
@@ -385,12 +390,13 @@ def check_prompts(
                 raise PromptFileError(f"{where}: box {r.data} (y0, x0, y1, x1) has zero area")
             _check_inside(np.array([[y0, x0], [y1, x1]]), height, width, f"{where}: box corner")
         elif r.kind == "mask":
-            if r.data.shape != (height, width):
+            mask = np.asarray(r.data)
+            if mask.shape != (height, width):
                 raise PromptFileError(
-                    f"{where}: mask of shape {r.data.shape} does not match the frames "
+                    f"{where}: mask of shape {mask.shape} does not match the frames "
                     f"({height}, {width})"
                 )
-            if not r.data.any():
+            if not mask.any():
                 raise PromptFileError(f"{where}: the mask is empty (no pixel set)")
         else:
             raise PromptFileError(f"{where}: unknown prompt kind {r.kind!r}")

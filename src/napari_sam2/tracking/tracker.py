@@ -95,9 +95,12 @@ class Tracker:
         ``device`` moves the model.
     frames
         Array-like (T, H, W) or (T, H, W, C), or a :class:`FrameSource` (then
-        ``contrast_limits`` must be None). Frames are read one at a time.
+        ``contrast_limits`` and ``channels`` must be None). Frames are read one at a time.
     contrast_limits
         ``(lo, hi)`` intensity range mapped to [0, 1]; None chooses it from the data.
+    channels
+        For (T, H, W, C) frames: which channels to use, one (grey), two (red, green) or three
+        (R, G, B); needed for C other than 1 or 3 (see :class:`FrameSource`).
     device
         Where to run: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a
         ``torch.device``; None keeps the model's device. A device that is not available here
@@ -157,6 +160,7 @@ class Tracker:
         feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
         feature_cache_frames: int | None = DEFAULT_FEATURE_CACHE_FRAMES,
         memory_window: int | None = None,
+        channels: Sequence[int] | int | None = None,
     ) -> None:
         self.model = model
         self.config = model.config
@@ -174,10 +178,11 @@ class Tracker:
 
         size = int(self.config.image_size)
         if isinstance(frames, FrameSource):
-            if contrast_limits is not None:
-                raise ValueError(
-                    "frames is a FrameSource: set contrast_limits on the FrameSource, not here"
-                )
+            for name, value in (("contrast_limits", contrast_limits), ("channels", channels)):
+                if value is not None:
+                    raise ValueError(
+                        f"frames is a FrameSource: set {name} on the FrameSource, not here"
+                    )
             if frames.image_size != size:
                 raise ValueError(
                     f"the FrameSource prepares {frames.image_size} px inputs but the model "
@@ -185,7 +190,9 @@ class Tracker:
                 )
             self.frames = frames
         else:
-            self.frames = FrameSource(frames, size, contrast_limits=contrast_limits)
+            self.frames = FrameSource(
+                frames, size, contrast_limits=contrast_limits, channels=channels
+            )
         self.num_frames = len(self.frames)
         self.height = int(self.frames.height)
         self.width = int(self.frames.width)
@@ -354,6 +361,17 @@ class Tracker:
         """
         if self._running.locked():
             raise RuntimeError(ANOTHER_RUN_MESSAGE)
+        self._check_prompted()
+        if start_frame is not None:
+            start_frame = check_frame(start_frame, self.num_frames)
+        if max_frames is not None:
+            if int(max_frames) != max_frames or max_frames < 0:
+                raise ValueError(f"max_frames must be a non-negative integer, got {max_frames}")
+            max_frames = int(max_frames)
+        return self._one_at_a_time(self._propagate(start_frame, bool(reverse), max_frames))
+
+    def _check_prompted(self) -> None:
+        """Raise unless there are objects and each has a prompt on some frame."""
         if not self._objects:
             raise RuntimeError(
                 "nothing to propagate: add points, a box or a mask for an object first"
@@ -364,13 +382,6 @@ class Tracker:
                 f"object(s) {orphans} have no prompt on any frame: add a prompt for them or "
                 "remove them with remove_object"
             )
-        if start_frame is not None:
-            start_frame = check_frame(start_frame, self.num_frames)
-        if max_frames is not None:
-            if int(max_frames) != max_frames or max_frames < 0:
-                raise ValueError(f"max_frames must be a non-negative integer, got {max_frames}")
-            max_frames = int(max_frames)
-        return self._one_at_a_time(self._propagate(start_frame, bool(reverse), max_frames))
 
     def _one_at_a_time(self, results: Iterator[FrameResult]) -> Iterator[FrameResult]:
         """``results`` with the propagation guard held from the first result until the end.
@@ -416,6 +427,8 @@ class Tracker:
     def _propagate(
         self, start: int | None, reverse: bool, max_frames: int | None
     ) -> Iterator[FrameResult]:
+        # prompts may have changed between propagate() and the first next(): check them again
+        self._check_prompted()
         with self._compute():
             self._preflight()
         objects = list(self._objects.values())
