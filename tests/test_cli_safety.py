@@ -165,6 +165,28 @@ def test_second_run_needs_overwrite(tmp_path, inputs, model_args, monkeypatch, c
     assert second["complete"] is True
 
 
+def test_overwrite_removes_the_earlier_runs_other_outputs(tmp_path, inputs, model_args, capsys):
+    # else labels.tif of another run would stay beside a record saying the set is complete
+    stack, prompts = inputs
+    out = tmp_path / "res"
+    first = track_argv(stack, prompts, out) + model_args + ["--format", "tiff", "csv", "ctc"]
+    assert cli.main(first) == 0
+    assert (out / "labels.tif").is_file() and (out / "ctc" / "res_track.txt").is_file()
+    (out / "notes.txt").write_text("mine")  # not an output of the run: stays
+    moved = out / "ctc" / "stack.tif"  # an input inside an output the next run would remove
+    moved.write_bytes(stack.read_bytes())
+    before = snapshot(out)
+    csv_only = ["--format", "csv", "--overwrite"]
+    assert cli.main(track_argv(moved, prompts, out) + model_args + csv_only) == 2
+    err = capsys.readouterr().err
+    assert f"the stack {moved} lies in {out / 'ctc'}, an output of the earlier run" in err
+    assert snapshot(out) == before
+    moved.unlink()
+    assert cli.main(track_argv(stack, prompts, out) + model_args + csv_only) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "presence.csv", "run.json"]
+    assert list(json.loads((out / "run.json").read_text())["outputs"]) == ["csv"]
+
+
 def test_scratch_file_lives_inside_the_output_folder(tmp_path, inputs, model_args, monkeypatch):
     """The labels are collected in a scratch file inside --out (named per run), never in the
     folder above it, which may be read-only or shared with other runs."""

@@ -46,7 +46,7 @@ from napari_sam2.cli_model import (
     _model_path,
     _read_config,
 )
-from napari_sam2.cli_outputs import RECORD_NAME, Outputs, _export, _labels_name
+from napari_sam2.cli_outputs import RECORD_NAME, Outputs, _export, _labels_name, grey_frames
 from napari_sam2.cli_parser import CONFIG_HELP, DEFAULT_MODEL, FORMATS, build_parser
 from napari_sam2.cli_progress import Progress, _planned_frames, propagation_passes
 from napari_sam2.cli_record import RunRecord
@@ -130,6 +130,20 @@ def _parse_fixed(items: Sequence[str]) -> dict[int, int]:
     return fixed
 
 
+def _check_numeric(data: Any, stack: str) -> None:
+    """Refuse a stack of complex, date, text or structured values as bad input (exit status
+    2), before anything is written: the frame source would raise a TypeError for it, which
+    the command cannot tell from a bug. Same rule as the frame source: bool, int, float."""
+    import numpy as np
+
+    dtype = np.dtype(data.dtype)
+    if dtype.kind not in "biuf":
+        raise CliError(
+            f"{stack} holds values of type {dtype}, which have no intensity to track: give a "
+            "stack of integers or floats (e.g. the real part or the magnitude of complex data)"
+        )
+
+
 def _make_tracker(model: Any, frames: Any, fill_hole_area: int, autocast: Any) -> Any:
     """The tracker the CLI drives (tests replace this with a scripted stand-in)."""
     from napari_sam2.tracking.tracker import Tracker
@@ -211,6 +225,7 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
 
     fixed = _parse_fixed(args.fixed)
     opened = open_stack(args.stack, frame_axis=args.axis)
+    _check_numeric(opened.data, args.stack)
     channel_axis = args.channel_axis
     if channel_axis is None:
         for letter in ("C", "S"):
@@ -336,7 +351,7 @@ def run_track(args: argparse.Namespace, signals: StopSignals | None = None) -> i
             **(auto.record_state() if auto is not None else {}),
         }
         try:
-            _export(outputs, labels, table, opened, args, image=frames.frames, auto=auto)
+            _export(outputs, labels, table, opened, args, image=grey_frames(frames), auto=auto)
         except OSError as err:
             message = str(err) if isinstance(err, OutputWriteError) else f"cannot write: {err}"
             try:  # best effort: say what is there, if the disk lets us

@@ -5,7 +5,9 @@ presence.csv, ctc/, measurements.csv; an --auto run's own through cli_auto.py)."
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,10 @@ class Outputs:
     missing: list[Path] = field(default_factory=list)
     """Folders that do not exist yet, outermost first (created by :meth:`prepare`)."""
     created: list[Path] = field(default_factory=list)
+    stale: dict[str, Path] = field(default_factory=dict)
+    """Outputs of other formats that the earlier run's record lists at this --out: with
+    --overwrite they are removed with the rest of that run's results, so that no output of
+    another run stays beside this run's record (see :func:`_recorded_elsewhere`)."""
 
     @classmethod
     def plan(cls, out: str, formats: Sequence[str], labels_name: str = "labels.tif") -> Outputs:
@@ -88,11 +94,27 @@ class Outputs:
             )
         if "tiff" in formats and _is_nifti_name(paths["tiff"]):
             _check_nibabel()  # before the model loads, not after tracking
-        return cls({f: paths[f] for f in formats}, record, folder, dest, missing[::-1])
+        stale = _recorded_elsewhere(record, {f: p for f, p in paths.items() if f not in formats})
+        return cls({f: paths[f] for f in formats}, record, folder, dest, missing[::-1], [], stale)
 
     def files(self) -> list[tuple[str, Path]]:
-        """Every path this run writes, with its kind, the record last."""
-        return [*self.paths.items(), ("record", self.record)]
+        """Every path this run writes or, as an earlier run's output, removes, with its kind;
+        the record last."""
+        earlier = [(f"earlier {fmt}", path) for fmt, path in self.stale.items()]
+        return [*self.paths.items(), *earlier, ("record", self.record)]
+
+    def remove_stale(self) -> None:
+        """Remove the earlier run's outputs of other formats (:attr:`stale`)."""
+        from napari_sam2.outputs.export import write_error
+
+        for path in self.stale.values():
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as err:
+                raise write_error(path, err) from err
 
     def check_inputs(self, inputs: Sequence[tuple[str, Path]]) -> None:
         """Refuse outputs that would replace, or write into, an input; and inputs inside an
@@ -113,6 +135,11 @@ class Outputs:
                     raise CliError(
                         f"--out would write the {kind} output {path} inside the {what} "
                         f"{given}; choose an --out outside it"
+                    )
+                if kind.startswith("earlier ") and source.is_relative_to(target):
+                    raise CliError(
+                        f"the {what} {given} lies in {path}, an output of the earlier run that "
+                        "--overwrite removes; move it, or choose another --out"
                     )
                 if kind in ("ctc", "geff") and source.is_relative_to(target):
                     raise CliError(
@@ -156,9 +183,73 @@ class Outputs:
         self.created.clear()
 
 
+def _recorded_elsewhere(record: Path, others: dict[str, Path]) -> dict[str, Path]:
+    """Of ``others`` (the outputs of formats this run does not write), those the run record at
+    ``record`` lists under their own name and that still exist: an earlier run's results."""
+    try:
+        outputs = json.loads(record.read_text(encoding="utf-8")).get("outputs")
+    except (OSError, ValueError, AttributeError):  # no record, not JSON, not an object
+        return {}
+    if not isinstance(outputs, dict):
+        return {}
+    found = {}
+    for fmt, path in others.items():
+        item = outputs.get(fmt)
+        if isinstance(item, dict) and item.get("path") == path.name and path.exists():
+            found[fmt] = path
+    return found
+
+
 def _frame_letter(axes: str, frame_axis: int) -> str:
     letter = axes[frame_axis % len(axes)] if axes else "T"
     return letter if letter in "TZ" else "T"
+
+
+def _in_stack_layout(labels: Any, opened: Any, axis: int) -> tuple[np.ndarray, str] | None:
+    """The (T, H, W) labels of a 3-D stack propagated along axis 1 or 2, with the frame axis
+    moved back to its place, and the letters of that layout (the stack's own: ``ZYX``), so
+    that labels.tif overlays the stack and measurements.csv uses its voxel sizes; None where
+    the labels are in the stack's layout already (axis 0) or the stack has another rank (a
+    4-D stack seen through ``--fixed`` has no 3-D layout of its own to go back to).
+
+    Frames are the stack's planes with the two other axes in their order (``stack_view``), so
+    moving axis 0 back to ``axis`` restores the stack's layout exactly."""
+    shape = tuple(opened.data.shape)
+    if len(shape) != 3 or axis % 3 == 0 or not opened.axes.endswith("YX"):
+        return None
+    data = np.moveaxis(np.asarray(labels), 0, axis % 3)
+    if data.shape != shape:  # not the stack's planes (cannot happen for a 3-D stack): keep
+        return None
+    # the first letter as axis 0 names it (T or Z; a file's Q, I or C counts as T)
+    return data, _frame_letter(opened.axes, 0) + "YX"
+
+
+class _OneChannel:
+    """The raw intensities of one channel of a lazy (T, H, W, C) view, as a (T, H, W)
+    array-like read one frame at a time (what the measurements index)."""
+
+    def __init__(self, frames: Any, channel: int) -> None:
+        self.frames = frames
+        self.channel = channel
+        self.shape = tuple(frames.shape[:3])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: Any) -> np.ndarray:
+        return np.asarray(self.frames[t])[..., self.channel]
+
+
+def grey_frames(frames: Any) -> Any:
+    """The (T, H, W) raw intensities the mean intensity of measurements.csv is taken over: the
+    stack tracked when it is grey, or the one channel picked (``--channel k``) of a
+    multi-channel stack; None for colour (2 or 3 channels), which has no single intensity."""
+    view = frames.frames
+    if len(view.shape) == 3:
+        return view
+    if frames.channels is not None and len(frames.channels) == 1:
+        return _OneChannel(view, frames.channels[0])
+    return None
 
 
 def _geometry(opened: Any, axes: str) -> tuple[list[float] | None, list[str | None]]:
@@ -248,21 +339,31 @@ def _export(
             outputs.folder.mkdir(exist_ok=True)
     except OSError as err:
         raise write_error(outputs.record, err) from err
-    axes = _frame_letter(opened.axes, args.axis) + "YX"
-    scale, units = _geometry(opened, axes)
+    outputs.remove_stale()
+    # presence.csv, ctc/ and the --auto outputs count the propagated frames (T, H, W)
+    frame_axes = _frame_letter(opened.axes, args.axis) + "YX"
+    frame_scale, frame_units = _geometry(opened, frame_axes)
+    # labels.tif and measurements.csv follow the stack: for a 3-D stack propagated along
+    # axis 1 or 2 they are written in its own layout, measured on the stack itself
+    stack_labels, axes, scale, units = labels, frame_axes, frame_scale, frame_units
+    restored = _in_stack_layout(labels, opened, args.axis)
+    if restored is not None:
+        stack_labels, axes = restored
+        scale, units = _geometry(opened, axes)
+        image = opened.data  # a 3-D stack is grey: its raw intensities in that layout
     for fmt, path in outputs.paths.items():
         try:
-            if auto is not None and auto.write(fmt, path, labels, scale, units):
+            if auto is not None and auto.write(fmt, path, labels, frame_scale, frame_units):
                 continue  # ctc/ with parents, lineage.geff, decisions.json
             if fmt == "tiff" and _is_nifti_name(path):
                 _export_labels_nifti(path, labels, opened, args.axis)
             elif fmt == "tiff":
-                export_labels_tiff(labels, path, axes=axes, scale=scale, units=units)
+                export_labels_tiff(stack_labels, path, axes=axes, scale=scale, units=units)
             elif fmt == "csv":
                 table.to_csv(path)
             elif fmt == "measurements":
                 _write_measurements(
-                    path, labels, image, axes, scale, units, getattr(args, "measure", "auto")
+                    path, stack_labels, image, axes, scale, units, getattr(args, "measure", "auto")
                 )
             else:
                 export_ctc(labels, path)
@@ -279,9 +380,9 @@ def _write_measurements(
     units: Sequence[str | None],
     kind: str,
 ) -> None:
-    """``measurements.csv``: a volume's objects (``kind`` z, or auto with a Z frame axis) or
-    a time-lapse's objects per frame. The mean intensity is that of the grey stack tracked
-    (left empty for colour stacks, whose channels have no single intensity)."""
+    """``measurements.csv`` of the labels with ``axes``: a volume's objects (``kind`` z, or
+    auto with Z first) or a time-lapse's objects per frame. ``image``: the grey intensities
+    in the labels' layout (:func:`grey_frames`), or None (colour: the column is left empty)."""
     from napari_sam2.outputs.measurements import measure
 
     axis = kind if kind in ("z", "t") else ("z" if axes[0] == "Z" else "t")
