@@ -345,6 +345,18 @@ def test_cli_refuses_bad_image_sizes_and_names(env, tmp_path, capsys, small_conf
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_models_into_a_reader_that_stopped_ends_quietly(env):
+    # `napari-sam2 models | head`: head has its lines and is gone
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "napari_sam2.cli", "models"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""
+
+
 def test_cli_models_lists_names_sizes_licences_and_state(env, monkeypatch, capsys, tiny_file):
     _offline_folder(monkeypatch, env, tiny_file, "MedSAM2_latest.pt")
     assert cli.main(["models"]) == 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import signal
 import sys
 import traceback
@@ -36,6 +37,7 @@ from napari_sam2.cli_errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_PARTIAL,
+    EXIT_READER_GONE,
     SETUP_ERRORS,
     TRACKING_ERRORS,
     CliError,
@@ -502,7 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "track":
             return run_track(args, signals)
         if args.command == "models":
-            return run_models(args)
+            status = run_models(args)
+            sys.stdout.flush()  # a reader gone shows here, not at exit
+            return status
         if args.command == "batch":
             from napari_sam2.batch import run_batch_command
 
@@ -514,6 +518,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + int(signum)
+    except BrokenPipeError:
+        # no error line: what reads the output has its lines and is gone; the output goes
+        # nowhere from now on, or Python's last flush at exit reports the pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE
     except (CliError, *TRACKING_ERRORS) as err:
         print(f"napari-sam2: error: {err}", file=sys.stderr)
         return EXIT_ERROR

@@ -9,6 +9,9 @@ EXIT_ERROR = 2
 EXIT_PARTIAL = 3
 """Tracking stopped on an error (a frame that cannot be read): the outputs hold the frames
 done before it."""
+EXIT_READER_GONE = 141
+"""What reads the output stopped reading it (``napari-sam2 models | head``): 128 + SIGPIPE, the
+status of a process the signal ended."""
 EXIT_INTERRUPTED = 130
 """SIGINT (Ctrl-C); SIGTERM gives 143 and SIGHUP 129 (128 + the signal number, as shells
 report a process ended by that signal)."""
