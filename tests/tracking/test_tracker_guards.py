@@ -8,6 +8,7 @@ prompts while one is open, raises instead of sharing the memory bank silently.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -228,3 +229,23 @@ def test_reading_results_while_a_propagation_runs_is_allowed(prompted) -> None:
     assert prompted.stored_output(1, 1) is not None
     assert prompted.stored_bytes() > 0
     results.close()
+
+
+# --- mask prompts at the model's resolution ------------------------------------------------
+
+
+def test_a_mask_that_vanishes_at_the_model_resolution_is_said(small_model) -> None:
+    size = 4 * small_model.config.image_size  # frames shrink 4x on their way in
+    frames = np.zeros((2, size, size), np.uint8)
+    tracker = Tracker(small_model, frames)
+    dot = np.zeros((size, size), bool)
+    dot[500, 500] = True
+    with pytest.warns(UserWarning, match=r"object 1 on frame 0 \(1 pixels\) vanishes"):
+        result = tracker.add_mask(0, 1, dot)
+    assert not (result.object_score_logits > 0).any()
+    blob = np.zeros((size, size), bool)
+    blob[480:520, 480:520] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a mask that stays says nothing
+        result = tracker.add_mask(0, 2, blob)
+    assert result.object_score_logits[result.object_ids.index(2)] > 0

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -289,7 +290,8 @@ class Tracker:
         """Prompt an object with a mask (H, W) at frame resolution (nonzero = object).
 
         The mask itself becomes the output (logits +-10 at model resolution); it replaces the
-        object's points on that frame.
+        object's points on that frame. A mask too small to survive the scaling to the model's
+        input leaves the object absent there, as in the reference, with a ``UserWarning``.
         """
         self._check_not_running()
         frame = check_frame(frame_index, self.num_frames)
@@ -521,9 +523,19 @@ class Tracker:
         with self._compute():
             feats = self._image_features(frame)
             if mask is not None:
-                head = self.model.mask_as_output(
-                    feats.vision, feats.high_res, self._mask_input(mask)
-                )
+                model_mask = self._mask_input(mask)
+                if not model_mask.any():
+                    # as in the reference: the object is absent on its own prompted frame
+                    s = self.image_size
+                    warnings.warn(
+                        f"the mask of object {obj.object_id} on frame {frame} "
+                        f"({int(mask.sum())} pixels) vanishes at the model's {s} x {s} input: "
+                        "the object is absent there; paint a larger mask, or prompt it with "
+                        "points or a box",
+                        UserWarning,
+                        stacklevel=3,
+                    )
+                head = self.model.mask_as_output(feats.vision, feats.high_res, model_mask)
                 plan = mask_input = None
             else:
                 # A frame the object was tracked on is corrected with its memory (SEMANTICS 3.1),
