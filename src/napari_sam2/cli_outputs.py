@@ -95,7 +95,8 @@ class Outputs:
         if "tiff" in formats and _is_nifti_name(paths["tiff"]):
             _check_nibabel()  # before the model loads, not after tracking
         stale = _recorded_elsewhere(record, {f: p for f, p in paths.items() if f not in formats})
-        return cls({f: paths[f] for f in formats}, record, folder, dest, missing[::-1], [], stale)
+        chosen = {f: paths[f] for f in formats}
+        return cls(chosen, record, folder, dest, missing[::-1], stale=stale)
 
     def files(self) -> list[tuple[str, Path]]:
         """Every path this run writes or, as an earlier run's output, removes, with its kind;
@@ -346,7 +347,9 @@ def _export(
     # labels.tif and measurements.csv follow the stack: for a 3-D stack propagated along
     # axis 1 or 2 they are written in its own layout, measured on the stack itself
     stack_labels, axes, scale, units = labels, frame_axes, frame_scale, frame_units
-    restored = _in_stack_layout(labels, opened, args.axis)
+    restored = None
+    if {"tiff", "measurements"} & set(outputs.paths):  # (it reads all the labels)
+        restored = _in_stack_layout(labels, opened, args.axis)
     if restored is not None:
         stack_labels, axes = restored
         scale, units = _geometry(opened, axes)
