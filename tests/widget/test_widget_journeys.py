@@ -216,6 +216,35 @@ def test_propagation_shows_frame_k_of_n_speed_and_time_left(add_widget, run_and_
     assert any(t.startswith("reverse: frame 5 of 5") for t in texts), texts
 
 
+# --- cancel, then propagate again ------------------------------------------------------------
+
+
+def test_after_cancel_the_next_propagation_and_clicks_run(
+    add_widget, run_and_wait, qtbot, small_model
+):
+    # the real tracker: it refuses a second propagation while one holds its guard
+    viewer, widget = add_widget(stack(frames=8))
+    widget.use_model(small_model, "small (test)")
+    points, _, _ = widget.new_prompt_layers()
+    run_and_wait(widget, lambda: click(points, (0, 24, 12)))
+
+    def press_cancel(text):
+        if "frame 2 of" in text and widget.cancel_button.isEnabled():
+            qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
+
+    widget.progress_changed.connect(press_cancel)
+    run_and_wait(widget, widget.propagate)
+    widget.progress_changed.disconnect(press_cancel)
+    output = widget._output_layer()
+    assert widget.session.tracker.num_non_conditioning(1) < 7  # stopped before the end
+    run_and_wait(widget, widget.propagate)
+    assert widget.last_error is None
+    assert widget.progress_label.text().startswith("forward: frame 8 of 8")
+    run_and_wait(widget, lambda: click(points, (3, 24, 20)))  # a correction is taken too
+    assert widget.last_error is None
+    assert output is widget._output_layer()
+
+
 # --- closing the widget ----------------------------------------------------------------------
 
 

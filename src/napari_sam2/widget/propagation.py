@@ -247,9 +247,10 @@ class PropagationController:
         """Stop the running propagation after the frame in progress; what is done stays."""
         self.queue = [job for job in self.queue if job.kind != "propagate"]
         if self._job is not None and self._job.kind == "propagate":
+            # the job sees it after its frame and ends by itself; quitting the worker instead
+            # would leave the job's generator suspended, and with it the tracker's
+            # propagation guard held: every later propagation or prompt would be refused
             self._job.stop.set()
-            if self.worker is not None:
-                self.worker.quit()
 
     def reset_session(self) -> None:
         """Forget the session (the next job builds a new one) and close its tracker (once the
