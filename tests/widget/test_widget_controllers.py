@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.layers import Image
+from napari.layers import Image, Labels
 
 from napari_sam2.tracking.layer_prompts import AxisPlan
 from napari_sam2.widget.label_export import axis_letter, tiff_axes
@@ -177,6 +177,15 @@ def test_cancel_and_close_stop_runs_and_close_the_tracker():
 
 
 # --- the prompt controller -------------------------------------------------------------------
+
+
+def test_next_object_is_above_the_labels_of_the_output_layer():
+    # labels drawn by hand or by Segment all: a new object with their id would take them over
+    drawn = Labels(np.zeros((5, 40, 40), np.uint16))
+    drawn.data[1, 5:9, 5:9] = 7
+    prompts = PromptController(tracked_ids=lambda: [4], output=lambda: drawn)
+    assert prompts.next_object() == 8
+    assert PromptController(tracked_ids=lambda: [4]).next_object() == 5  # no output layer yet
 
 
 def test_prompt_controller_reads_layers_and_numbers_objects():

@@ -141,12 +141,19 @@ class PromptController:
         self.set_positive(not self.positive)
 
     def used_ids(self) -> set[int]:
-        """Object ids of the points, boxes and the tracker (painted masks are not scanned:
-        that would read a whole volume at each key press)."""
+        """Object ids of the points, boxes and the tracker, and the largest label of the output
+        layer when its data is in memory: labels drawn by hand or by Segment all are ids in
+        use too, and a new object with one of their ids would take their pixels over. Painted
+        masks and a lazy output layer are not scanned: that would read a whole volume at each
+        key press."""
         used = set(int(k) for k in self._tracked_ids())
         for layer in (self.points, self.shapes):
             if layer is not None and "object_id" in layer.features and len(layer.features):
                 used.update(int(k) for k in np.unique(layer.features["object_id"]))
+        output = self._output()
+        labels = None if output is None else output.data
+        if isinstance(labels, np.ndarray) and labels.size:
+            used.add(int(labels.max()))
         return used
 
     def next_object(self) -> int:
