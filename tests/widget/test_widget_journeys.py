@@ -166,6 +166,23 @@ def test_a_failed_click_gives_one_short_notification_with_details(
     assert len([n for n in notifications if n.severity == NotificationSeverity.ERROR]) == 1
 
 
+def test_a_long_error_about_the_users_choice_is_notified_whole(
+    add_widget, run_and_wait, notifications
+):
+    viewer, widget = add_widget(stack(), name="cells")
+    widget.use_tracker_factory(scripted_factory([]))
+    points, _, _ = widget.new_prompt_layers()
+    run_and_wait(widget, lambda: click(points, (0, 20, 20)))
+    other = "another image of another shape"
+    viewer.add_image(np.zeros((4, 32, 32), np.float32), name=other)
+    widget.image_combo.setCurrentIndex(widget.image_combo.findText(other))
+    run_and_wait(widget, widget.propagate)
+    errors = [str(n.message) for n in notifications if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and type(widget.last_error) is ValueError
+    assert len(widget.status_label.text()) <= 120  # the status line stays one short line
+    assert errors[0] == "SAM 2: " + " ".join(str(widget.last_error).split())  # not cut
+
+
 def test_prompt_and_output_layers_copy_units_and_axis_labels(
     add_widget, run_and_wait, notifications, qtbot
 ):

@@ -199,7 +199,7 @@ def test_errors_reach_the_user_and_keep_labels(scripted, run_and_wait, monkeypat
     messages = []
     monkeypatch.setattr(
         "napari_sam2.widget.propagate_view.notify_failure",
-        lambda short, exc: messages.append(short),
+        lambda short, exc, detail=None: messages.append(short),
     )
     run_and_wait(widget, lambda: click(points, (0, 20, 10), 1))
     output = widget._output_layer()

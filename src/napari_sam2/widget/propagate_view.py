@@ -25,12 +25,20 @@ from napari_sam2.widget.propagation import PropagationController
 __all__ = ["PropagateView", "notify_failure"]
 
 
-def notify_failure(short: str, exc: BaseException | None = None) -> Notification:
-    """One error notification: ``short`` as its message, ``exc`` behind "View Traceback"."""
+def notify_failure(
+    short: str, exc: BaseException | None = None, detail: str | None = None
+) -> Notification:
+    """One error notification: ``short`` as its message, ``exc`` behind "View Traceback".
+
+    An error about the user's own choices (a plain ValueError) has no traceback to show, and
+    its end says what to do: a ``short`` cut to one line gives way to the whole ``detail``.
+    """
     if exc is not None and type(exc) is not ValueError:
         notification: Notification = ErrorNotification(exc)
         notification.message = short
-    else:  # the user's own choices: the message says all there is
+    else:
+        if detail and short.endswith("…"):
+            short = "SAM 2: " + " ".join(detail.split())
         notification = Notification(short, NotificationSeverity.ERROR)
     notification_manager.dispatch(notification)
     return notification
@@ -77,7 +85,7 @@ class PropagateView:
         render_status(self.panel.status_label, text, detail)
 
     def notify(self, short: str, detail: str, exc: BaseException) -> None:
-        notify_failure(short, exc)
+        notify_failure(short, exc, detail)
 
     def notify_cancelled(self) -> None:
         show_info("SAM 2: propagation cancelled; the frames done are kept")

@@ -98,7 +98,7 @@ class TrackAllView:
         self.panel.summary_label.setText(text)
 
     def notify(self, short: str, detail: str, exc: BaseException) -> None:
-        notify_failure(short, exc)
+        notify_failure(short, exc, detail)
 
     def notify_finished(self, outcome: TrackAllOutcome) -> None:
         if outcome.cancelled:
