@@ -120,15 +120,20 @@ def test_npy_volume_without_axis_letters_along_axis_2(model_args, tmp_path):
     assert float(row["mean_intensity"]) == pytest.approx(volume[voxels].mean(), rel=1e-5)
 
 
-def test_one_channel_of_a_multichannel_stack_has_its_mean_intensity(model_args, tmp_path):
+@pytest.mark.parametrize("layout", ["TCYX tiff", "TYXC npy"])
+def test_one_channel_of_a_multichannel_stack_has_its_mean_intensity(layout, model_args, tmp_path):
     rng = np.random.default_rng(2)
     t, h, w = 3, 40, 48
     yy, xx = np.mgrid[:h, :w]
     disc = (yy - 20) ** 2 + (xx - 22) ** 2 < 8**2
     image = rng.integers(100, 400, (t, 2, h, w), dtype=np.uint16)
     image[:, 1] += (2000 * disc).astype(np.uint16)  # channel 1 shows the object
-    stack = tmp_path / "tcyx.tif"
-    tifffile.imwrite(stack, image, imagej=True, metadata={"axes": "TCYX"})
+    if layout == "TCYX tiff":  # channels named by the file: a view of the stack's axes
+        stack = tmp_path / "tcyx.tif"
+        tifffile.imwrite(stack, image, imagej=True, metadata={"axes": "TCYX"})
+    else:  # channels last without axis letters: the (T, H, W, C) array as it is
+        stack = tmp_path / "tyxc.npy"
+        np.save(stack, np.moveaxis(image, 1, -1))
     tifffile.imwrite(tmp_path / "disc.tif", disc.astype(np.uint8))
     prompts = tmp_path / "p.json"
     prompts.write_text(json.dumps([{"frame": 0, "object_id": 1, "mask": "disc.tif"}]))

@@ -135,11 +135,13 @@ def _parse_fixed(items: Sequence[str]) -> dict[int, int]:
 def _check_numeric(data: Any, stack: str) -> None:
     """Refuse a stack of complex, date, text or structured values as bad input (exit status
     2), before anything is written: the frame source would raise a TypeError for it, which
-    the command cannot tell from a bug. Same rule as the frame source: bool, int, float."""
+    the command cannot tell from a bug."""
     import numpy as np
 
+    from napari_sam2.tracking.frames import NUMERIC_KINDS
+
     dtype = np.dtype(data.dtype)
-    if dtype.kind not in "biuf":
+    if dtype.kind not in NUMERIC_KINDS:
         raise CliError(
             f"{stack} holds values of type {dtype}, which have no intensity to track: give a "
             "stack of integers or floats (e.g. the real part or the magnitude of complex data)"

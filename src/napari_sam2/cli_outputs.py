@@ -225,32 +225,22 @@ def _in_stack_layout(labels: Any, opened: Any, axis: int) -> tuple[np.ndarray, s
     return data, _frame_letter(opened.axes, 0) + "YX"
 
 
-class _OneChannel:
-    """The raw intensities of one channel of a lazy (T, H, W, C) view, as a (T, H, W)
-    array-like read one frame at a time (what the measurements index)."""
-
-    def __init__(self, frames: Any, channel: int) -> None:
-        self.frames = frames
-        self.channel = channel
-        self.shape = tuple(frames.shape[:3])
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, t: Any) -> np.ndarray:
-        return np.asarray(self.frames[t])[..., self.channel]
-
-
 def grey_frames(frames: Any) -> Any:
     """The (T, H, W) raw intensities the mean intensity of measurements.csv is taken over: the
     stack tracked when it is grey, or the one channel picked (``--channel k``) of a
     multi-channel stack; None for colour (2 or 3 channels), which has no single intensity."""
+    from napari_sam2.tracking.frames import StackView, stack_view
+
     view = frames.frames
     if len(view.shape) == 3:
         return view
-    if frames.channels is not None and len(frames.channels) == 1:
-        return _OneChannel(view, frames.channels[0])
-    return None
+    if frames.channels is None or len(frames.channels) != 1:
+        return None
+    channel = frames.channels[0]
+    if isinstance(view, StackView):  # the channel's plane of the same axes, as the widget does
+        fixed = {**view.fixed, view.channel_axis: channel}
+        return stack_view(view.data, view.frame_axis, None, fixed)
+    return stack_view(view, 0, None, {3: channel})  # a (T, H, W, C) array taken as it is
 
 
 def _geometry(opened: Any, axes: str) -> tuple[list[float] | None, list[str | None]]:

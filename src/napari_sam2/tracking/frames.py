@@ -34,6 +34,9 @@ from napari_sam2.tracking.intensity import (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+NUMERIC_KINDS = "biuf"
+"""numpy dtype kinds a stack's values may have: bool, integers and floats (intensities)."""
+
 LARGE_FRAME_FACTOR = 4
 """Frames wider than the model input with more than this many times its pixels (2048 x 2048
 for 1024 px models) are scaled and resized in strips: beyond the frame as read, a (C, H, S)
@@ -48,6 +51,7 @@ __all__ = [
     "stack_view",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NUMERIC_KINDS",
 ]
 
 
@@ -281,7 +285,7 @@ class FrameSource:
             )
         if shape[0] == 0:
             raise ValueError("frames has no frames (T = 0)")
-        if np.dtype(frames.dtype).kind not in "biuf":
+        if np.dtype(frames.dtype).kind not in NUMERIC_KINDS:
             raise TypeError(f"frames must be numeric, got dtype {frames.dtype}")
         self.frames = frames
         self.image_size = int(image_size)
