@@ -262,6 +262,27 @@ def test_after_cancel_the_next_propagation_and_clicks_run(
     assert output is widget._output_layer()
 
 
+# --- Next object beside labels drawn by hand ---------------------------------------------------
+
+
+def test_next_object_keeps_the_labels_drawn_in_the_output_layer(
+    add_widget, run_and_wait, qtbot, small_model
+):
+    viewer, widget = add_widget(stack())
+    widget.use_model(small_model, "small (test)")
+    cells = viewer.add_labels(np.zeros((6, 48, 48), np.uint16), name="cells")
+    cells.data[0, 2:10, 2:10] = 1  # drawn by hand before tracking
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData(cells))
+    points, _, _ = widget.new_prompt_layers()
+    qtbot.mouseClick(widget.next_object_button, Qt.MouseButton.LeftButton)
+    assert widget.object_spin.value() == 2
+    run_and_wait(widget, lambda: points.add([(0, 24, 24)]))  # a click takes the defaults
+    assert widget.last_error is None
+    assert points.features["object_id"].tolist() == [2]
+    assert widget.session.tracker.object_ids == (2,)
+    assert (cells.data[0, 2:10, 2:10] == 1).all()  # the hand-drawn label keeps its pixels
+
+
 # --- closing the widget ----------------------------------------------------------------------
 
 
